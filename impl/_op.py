@@ -1,0 +1,116 @@
+"""The convolution op: native lax forward, rotated-filter backward through ``jax.custom_vjp``."""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from impl._config import ConvConfig, make_config
+from impl._rule import lhs_cotangent, rhs_cotangent
+
+
+def _native_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, config: ConvConfig) -> jnp.ndarray:
+    return lax.conv_general_dilated(lhs, rhs, **config.as_lax_kwargs())
+
+
+def _require_inexact(name: str, dtype: np.dtype) -> None:
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(
+            f"{name} (dtype={dtype}) must be floating or complex to be differentiated"
+        )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def conv_with_rule(config: ConvConfig, lhs: jnp.ndarray, rhs: jnp.ndarray) -> jnp.ndarray:
+    """``lax.conv_general_dilated`` under an explicit ``config``, differentiated by the rule."""
+    return _native_conv(lhs, rhs, config)
+
+
+def _conv_fwd(
+    config: ConvConfig, lhs: jnp.ndarray, rhs: jnp.ndarray
+) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+    return _native_conv(lhs, rhs, config), (lhs, rhs)
+
+
+def _conv_bwd(
+    config: ConvConfig, residuals: tuple[jnp.ndarray, jnp.ndarray], cotangent: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    lhs, rhs = residuals
+    _require_inexact("lhs", lhs.dtype)
+    _require_inexact("rhs", rhs.dtype)
+    # The rule's own convolutions are this op again, so higher reverse-mode derivatives are the
+    # rule applied to the rule.
+    conv = _rule_conv
+    return (lhs_cotangent(conv, cotangent, rhs, config, lhs.shape, lhs.dtype),
+            rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype))
+
+
+def _rule_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, config: ConvConfig) -> jnp.ndarray:
+    return conv_with_rule(config, lhs, rhs)
+
+
+conv_with_rule.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    r"""``jax.lax.conv_general_dilated`` whose gradient is the rotated-filter rule.
+
+    Same signature, defaults and result as ``jax.lax.conv_general_dilated``; see its documentation
+    for the meaning of each argument. With the default ``dimension_numbers`` the layouts are
+
+    * ``lhs``: ``(batch, in_features, *in_spatial)``,
+    * ``rhs``: ``(out_features, in_features // feature_group_count, *window)``,
+    * result: ``(batch // batch_group_count, out_features, *out_spatial)``.
+
+    Reverse-mode derivatives use a ``jax.custom_vjp`` whose backward pass is
+    :math:`\partial L/\partial X = G \ast \mathrm{rot180}(F)` (full convolution) and
+    :math:`\partial L/\partial F = X \star G` (valid correlation), generalised to strides,
+    padding, dilations, groups and layouts (see ``impl/_rule.py``).
+
+    Raises ``TypeError``/``ValueError`` on bad arguments before any computation.
+
+    >>> import jax.numpy as jnp
+    >>> x = jnp.arange(9.0).reshape(1, 1, 3, 3)
+    >>> f = jnp.ones((1, 1, 2, 2))
+    >>> conv_general_dilated(x, f, (1, 1), "VALID")[0, 0].tolist()
+    [[8.0, 12.0], [20.0, 24.0]]
+    """
+    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    config = make_config(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                         dimension_numbers, feature_group_count, batch_group_count, precision,
+                         preferred_element_type)
+    return conv_with_rule(config, lhs, rhs)
+
+
+def conv2d(x: jax.typing.ArrayLike, f: jax.typing.ArrayLike) -> jax.Array:
+    """The tutorial's op: valid cross-correlation of a 2-D input with a 2-D filter.
+
+    ``x``: ``(H, W)``; ``f``: ``(kh, kw)`` with ``kh <= H`` and ``kw <= W``; result
+    ``(H - kh + 1, W - kw + 1)`` with ``O[h, w] = sum(x[h:h+kh, w:w+kw] * f)``. Gradients use the
+    rotated-filter rule.
+
+    >>> import jax.numpy as jnp
+    >>> conv2d(jnp.arange(9.0).reshape(3, 3), jnp.eye(2)).tolist()
+    [[4.0, 6.0], [10.0, 12.0]]
+    """
+    x, f = jnp.asarray(x), jnp.asarray(f)
+    for name, array in (("x", x), ("f", f)):
+        if array.ndim != 2:
+            raise ValueError(f"{name} (shape={array.shape}) must be 2-D")
+    return conv_general_dilated(x[None, None], f[None, None], (1, 1), "VALID")[0, 0]
