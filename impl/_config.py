@@ -36,13 +36,19 @@ class ConvConfig:
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _as_sequence(value: object) -> object:
+    """NumPy (or concrete JAX) arrays as nested lists, as ``jax.lax`` accepts them; else as is."""
+    return np.asarray(value).tolist() if isinstance(value, np.ndarray | jax.Array) else value
 
 
 def _int_tuple(name: str, value: object, n_spatial: int, *, default: int | None) -> tuple[int, ...]:
     """``value`` as a tuple of ``n_spatial`` positive ints (``None`` means all ``default``)."""
     if value is None and default is not None:
         return (default,) * n_spatial
+    value = _as_sequence(value)
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(f"{name} (={value!r}) must be a sequence of {n_spatial} positive ints")
     if len(value) != n_spatial:
@@ -64,6 +70,7 @@ def _explicit_padding(padding: object, n_spatial: int) -> Pads | str:
                 f"padding (={padding!r}) must be one of {PADDING_STRINGS} or (low, high) pairs"
             )
         return padding.upper()
+    padding = _as_sequence(padding)
     if not isinstance(padding, Sequence):
         raise TypeError(f"padding (={padding!r}) must be a string or a sequence of (low, high) pairs")
     if len(padding) != n_spatial:
@@ -91,12 +98,33 @@ def _dimension_numbers(
         ) from None
 
 
+def _check_ranks(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...]) -> None:
+    if len(lhs_shape) != len(rhs_shape):
+        raise ValueError(
+            f"lhs rank (={len(lhs_shape)}, shape {lhs_shape}) must equal rhs rank "
+            f"(={len(rhs_shape)}, shape {rhs_shape})"
+        )
+    if len(lhs_shape) < 2:
+        raise ValueError(
+            f"lhs and rhs rank (={len(lhs_shape)}) must be at least 2 (batch/feature axes)"
+        )
+
+
 def _check_dtypes(lhs: Any, rhs: Any) -> None:
     lhs_dtype, rhs_dtype = np.dtype(lhs.dtype), np.dtype(rhs.dtype)
     if lhs_dtype != rhs_dtype:
         raise TypeError(f"lhs dtype (={lhs_dtype}) must equal rhs dtype (={rhs_dtype})")
-    if lhs_dtype == np.bool_:
-        raise TypeError("lhs and rhs (dtype=bool) must be numeric, got bool")
+
+
+def _preferred_element_type(preferred_element_type: object) -> Any:
+    if preferred_element_type is None:
+        return None
+    try:
+        return jax.dtypes.canonicalize_dtype(preferred_element_type)
+    except TypeError as err:
+        raise TypeError(
+            f"preferred_element_type (={preferred_element_type!r}) must be a dtype or None: {err}"
+        ) from None
 
 
 def _check_groups(
@@ -158,10 +186,7 @@ def make_config(
         if not hasattr(array, "shape") or not hasattr(array, "dtype"):
             raise TypeError(f"{name} (={type(array).__name__}) must be an array")
     lhs_shape, rhs_shape = tuple(lhs.shape), tuple(rhs.shape)
-    if len(lhs_shape) != len(rhs_shape) or len(lhs_shape) < 2:
-        raise ValueError(
-            f"lhs rank (={len(lhs_shape)}) must equal rhs rank (={len(rhs_shape)}) and be >= 2"
-        )
+    _check_ranks(lhs_shape, rhs_shape)
     _check_dtypes(lhs, rhs)
     dnums = _dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
     n_spatial = len(lhs_shape) - 2
@@ -171,6 +196,9 @@ def make_config(
     _check_groups(lhs_shape, rhs_shape, dnums, feature_group_count, batch_group_count)
     in_spatial = tuple(lhs_shape[i] for i in dnums.lhs_spec[2:])
     window = tuple(rhs_shape[i] for i in dnums.rhs_spec[2:])
+    if any(k <= 0 for k in window):
+        raise ValueError(f"the rhs window (={window}) must have a positive size along every "
+                         "spatial dimension")
     pads = _explicit_padding(padding, n_spatial)
     if isinstance(pads, str):
         if any(dil > 1 for dil in lhs_dil):
@@ -196,8 +224,7 @@ def make_config(
         feature_group_count=int(feature_group_count),
         batch_group_count=int(batch_group_count),
         precision=tuple(precision) if isinstance(precision, list) else precision,
-        preferred_element_type=(None if preferred_element_type is None
-                                else jax.dtypes.canonicalize_dtype(preferred_element_type)),
+        preferred_element_type=_preferred_element_type(preferred_element_type),
     )
 
 
