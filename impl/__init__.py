@@ -3,7 +3,7 @@
 Pure JAX and NumPy; never imports SymPy or ``derive``.
 """
 
-from impl import reference
+from impl import primitive, reference
 from impl._config import ConvConfig, make_config
 from impl._op import conv2d, conv_general_dilated
 from impl._padding import (
@@ -25,6 +25,7 @@ __all__ = [
     "lhs_cotangent_padding",
     "make_config",
     "padtype_to_pads",
+    "primitive",
     "reference",
     "rhs_cotangent",
     "rhs_cotangent_padding",

@@ -1,0 +1,134 @@
+r"""The convolution as a JAX primitive: forward mode too, reverse mode still the rotated-filter rule.
+
+``jax.custom_vjp`` functions cannot be differentiated in forward mode, so ``jax.jvp``,
+``jax.jacfwd``, ``jax.hessian`` and Hessian-vector products fail on ``impl.conv_general_dilated``
+(jax-ml/jax#16049). This module offers the same op as a primitive, ``conv_general_dilated_p``,
+with every rule JAX asks of one:
+
+* abstract evaluation: ``jax.eval_shape`` of the native op (its shape and dtype rules, cached);
+* JVP: the op is bilinear, so :math:`d(X \star F) = dX \star F + X \star dF`, each term a bind of
+  this primitive (so every order of derivative is again this primitive); symbolic-zero tangents
+  are skipped;
+* transpose: the rotated-filter rule, ``impl._rule.lhs_cotangent`` / ``rhs_cotangent`` built from
+  this primitive (the same two functions the ``custom_vjp`` op calls);
+* batching: the vmapped axis folded into the batch or feature axes (``impl._primitive_batching``);
+* lowering and impl: the native ``jax.lax.conv_general_dilated`` on every backend.
+"""
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from impl import _rule
+from impl._config import ConvConfig, make_config
+from impl._primitive_batching import batch_rule
+
+conv_general_dilated_p = Primitive("convgrad_conv_general_dilated")
+
+
+def _bind(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """This primitive as a ``conv(lhs, rhs, config)`` function, the form the rule builds from."""
+    return conv_general_dilated_p.bind(lhs, rhs, config=config)
+
+
+def _native_conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+    return lax.conv_general_dilated(lhs, rhs, **config.as_lax_kwargs())
+
+
+@functools.lru_cache(maxsize=1024)
+def _native_out_type(
+    lhs: jax.ShapeDtypeStruct, rhs: jax.ShapeDtypeStruct, config: ConvConfig
+) -> jax.ShapeDtypeStruct:
+    """Output shape and dtype by ``jax.lax``'s own rules (and its errors, e.g. a narrowing
+    ``preferred_element_type``), so this op's types are exactly the native op's."""
+    return jax.eval_shape(functools.partial(_native_conv, config=config), lhs, rhs)
+
+
+def _abstract_eval(
+    lhs: jax.core.ShapedArray, rhs: jax.core.ShapedArray, *, config: ConvConfig
+) -> jax.core.ShapedArray:
+    out = _native_out_type(jax.ShapeDtypeStruct(lhs.shape, lhs.dtype),
+                           jax.ShapeDtypeStruct(rhs.shape, rhs.dtype), config)
+    return jax.core.ShapedArray(out.shape, out.dtype)
+
+
+def _transpose_lhs(
+    cotangent: jax.Array, lhs: Any, rhs: jax.Array, *, config: ConvConfig
+) -> jax.Array:
+    """dL/d(lhs): ``lhs`` is the undefined primal (only its ``aval`` is known)."""
+    return _rule.lhs_cotangent(_bind, cotangent, rhs, config, lhs.aval.shape, lhs.aval.dtype)
+
+
+def _transpose_rhs(
+    cotangent: jax.Array, lhs: jax.Array, rhs: Any, *, config: ConvConfig
+) -> jax.Array:
+    """dL/d(rhs): ``rhs`` is the undefined primal (only its ``aval`` is known)."""
+    return _rule.rhs_cotangent(_bind, cotangent, lhs, config, rhs.aval.shape, rhs.aval.dtype)
+
+
+conv_general_dilated_p.def_impl(_native_conv)
+conv_general_dilated_p.def_abstract_eval(_abstract_eval)
+# Bilinear: the JVP is bind(dX, F) + bind(X, dF) (symbolic-zero tangents skipped), and each
+# argument's transpose is the rotated-filter rule, called through the functions above.
+ad.defbilinear(conv_general_dilated_p, _transpose_lhs, _transpose_rhs)
+batching.primitive_batchers[conv_general_dilated_p] = (
+    lambda args, dims, *, config: batch_rule(_bind, args, dims, config=config))
+mlir.register_lowering(conv_general_dilated_p,
+                       mlir.lower_fun(_native_conv, multiple_results=False))
+
+
+def conv_general_dilated(
+    lhs: jax.typing.ArrayLike,
+    rhs: jax.typing.ArrayLike,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    r"""``jax.lax.conv_general_dilated`` as a primitive: every transformation, rule in reverse.
+
+    Same signature, defaults, validation and result as ``impl.conv_general_dilated``; see
+    ``jax.lax.conv_general_dilated`` for the meaning of each argument. With the default
+    ``dimension_numbers`` the layouts are
+
+    * ``lhs``: ``(batch, in_features, *in_spatial)``,
+    * ``rhs``: ``(out_features, in_features // feature_group_count, *window)``,
+    * result: ``(batch // batch_group_count, out_features, *out_spatial)``.
+
+    Reverse mode (``jax.grad``, ``jax.vjp``, ``jax.jacrev``) transposes the op with the
+    rotated-filter rule, :math:`\partial L/\partial X = G \ast \mathrm{rot180}(F)` and
+    :math:`\partial L/\partial F = X \star G`; forward mode (``jax.jvp``, ``jax.linearize``,
+    ``jax.jacfwd``) uses bilinearity, :math:`dO = dX \star F + X \star dF`. Both build their
+    convolutions from this primitive, so ``jax.hessian``, Hessian-vector products, ``jax.vmap``,
+    ``jax.jit`` and ``jax.export`` compose to any order.
+
+    Raises ``TypeError``/``ValueError`` on bad arguments before any computation.
+
+    >>> import jax, jax.numpy as jnp
+    >>> x = jnp.arange(9.0).reshape(1, 1, 3, 3)
+    >>> f = jnp.ones((1, 1, 2, 2))
+    >>> conv_general_dilated(x, f, (1, 1), "VALID")[0, 0].tolist()
+    [[8.0, 12.0], [20.0, 24.0]]
+    >>> loss = lambda f: jnp.sum(conv_general_dilated(x, f, (1, 1), "VALID") ** 2)
+    >>> jax.hessian(loss)(f).shape
+    (1, 1, 2, 2, 1, 1, 2, 2)
+    """
+    lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
+    config = make_config(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                         dimension_numbers, feature_group_count, batch_group_count, precision,
+                         preferred_element_type)
+    return _bind(lhs, rhs, config)
+
+
+__all__ = ["conv_general_dilated", "conv_general_dilated_p"]
