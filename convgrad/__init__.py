@@ -4,7 +4,27 @@ The one import for users: the JAX op and its reference loops (from ``impl``) and
 derivations (from ``derive``).
 """
 
+from derive import (
+    ConvDerivation,
+    Derivation2D,
+    GeneralProof,
+    derive_2d,
+    derive_conv,
+    general_proof,
+    seed_case,
+)
 from impl import conv2d, conv_general_dilated, reference
 
-__all__ = ["conv2d", "conv_general_dilated", "reference"]
+__all__ = [
+    "ConvDerivation",
+    "Derivation2D",
+    "GeneralProof",
+    "conv2d",
+    "conv_general_dilated",
+    "derive_2d",
+    "derive_conv",
+    "general_proof",
+    "reference",
+    "seed_case",
+]
 __version__ = "0.1.0"
