@@ -5,7 +5,7 @@ r"""The convolution as a JAX primitive: forward mode too, reverse mode still the
 (jax-ml/jax#16049). This module offers the same op as a primitive, ``conv_general_dilated_p``,
 with every rule JAX asks of one:
 
-* abstract evaluation: ``jax.eval_shape`` of the native op (its shape and dtype rules, cached);
+* abstract evaluation: the native ``conv_general_dilated_p``'s (``jax.extend.core.primitives``);
 * JVP: the op is bilinear, so :math:`d(X \star F) = dX \star F + X \star dF`, each term a bind of
   this primitive (so every order of derivative is again this primitive); symbolic-zero tangents
   are skipped;
@@ -15,7 +15,6 @@ with every rule JAX asks of one:
 * lowering and impl: the native ``jax.lax.conv_general_dilated`` on every backend.
 """
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
+from jax.extend.core import primitives as lax_primitives
 from jax.interpreters import ad, batching, mlir
 
 from impl import _rule
@@ -41,21 +41,14 @@ def _native_conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.A
     return lax.conv_general_dilated(lhs, rhs, **config.as_lax_kwargs())
 
 
-@functools.lru_cache(maxsize=1024)
-def _native_out_type(
-    lhs: jax.ShapeDtypeStruct, rhs: jax.ShapeDtypeStruct, config: ConvConfig
-) -> jax.ShapeDtypeStruct:
-    """Output shape and dtype by ``jax.lax``'s own rules (and its errors, e.g. a narrowing
-    ``preferred_element_type``), so this op's types are exactly the native op's."""
-    return jax.eval_shape(functools.partial(_native_conv, config=config), lhs, rhs)
-
-
 def _abstract_eval(
     lhs: jax.core.ShapedArray, rhs: jax.core.ShapedArray, *, config: ConvConfig
 ) -> jax.core.ShapedArray:
-    out = _native_out_type(jax.ShapeDtypeStruct(lhs.shape, lhs.dtype),
-                           jax.ShapeDtypeStruct(rhs.shape, rhs.dtype), config)
-    return jax.core.ShapedArray(out.shape, out.dtype)
+    """The native primitive's abstract evaluation: its shape, dtype, weak-type and sharding rules
+    and its errors (e.g. a narrowing ``preferred_element_type``), so the types are lax's exactly."""
+    out, _ = lax_primitives.conv_general_dilated_p.abstract_eval(
+        lhs, rhs, **config.as_lax_kwargs(), out_sharding=None)
+    return out
 
 
 def _transpose_lhs(
