@@ -93,7 +93,8 @@ def make_geometry(
     batch_group_count: int,
 ) -> Geometry:
     """Validate every argument of :func:`derive_conv` (``ValueError`` / ``TypeError``)."""
-    if not isinstance(lhs_shape, Sequence) or not isinstance(rhs_shape, Sequence):
+    if any(not isinstance(shape, Sequence) or isinstance(shape, str)
+           for shape in (lhs_shape, rhs_shape)):
         raise TypeError(f"lhs_shape (={lhs_shape!r}) and rhs_shape (={rhs_shape!r}) must be sequences")
     if len(lhs_shape) != len(rhs_shape) or len(lhs_shape) < 3:
         raise ValueError(f"lhs_shape (={tuple(lhs_shape)}) and rhs_shape (={tuple(rhs_shape)}) must "

@@ -263,7 +263,8 @@ def derive_2d(
     (F_0_1*G_1_1 + F_1_1*G_0_1, F_0_1*G_1_1 + F_1_1*G_0_1)
     """
     strides, dilations = _pair("stride", stride), _pair("dilation", dilation)
-    if not isinstance(input_shape, Sequence) or not isinstance(filter_shape, Sequence):
+    if any(not isinstance(shape, Sequence) or isinstance(shape, str)
+           for shape in (input_shape, filter_shape)):
         raise TypeError(f"input_shape (={input_shape!r}) and filter_shape (={filter_shape!r}) must "
                         "be (rows, columns) pairs")
     if len(input_shape) != 2 or len(filter_shape) != 2:
