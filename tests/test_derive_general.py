@@ -1,12 +1,15 @@
 """derive's proofs for symbolic sizes: they go through, their moves refuse unsound steps, and a
 wrong rule written as a step fails the concrete cross-check."""
 
+import subprocess
+import sys
+
 import pytest
 import sympy
 from sympy import IndexedBase, KroneckerDelta, Sum
 
 from derive import PROOF_KINDS, ProofError, Sizes, general_proof
-from derive._general import _cross_check, _Step, distribute, eliminate, expand_sums
+from derive._general import _axis_symbols, _cross_check, _Step, distribute, eliminate, expand_sums
 
 
 @pytest.mark.parametrize("kind", PROOF_KINDS)
@@ -88,8 +91,6 @@ def test_an_unrotated_filter_fails_the_cross_check():
 
 
 def _axis_symbols_of(proof):
-    from derive._general import _axis_symbols
-
     assert proof.ndim == 1
     return [_axis_symbols(proof.kind, "")]
 
@@ -101,3 +102,22 @@ def test_general_proof_rejects_bad_arguments():
         general_proof("stride", ndim=0)
     with pytest.raises(ValueError, match="s = 1"):
         general_proof("stride1", sizes=[(Sizes(n=4, k=2, s=2),)])
+
+
+def test_closed_forms_solve_the_strided_delta_with_a_divisibility_condition():
+    proof = general_proof("stride", sizes=[(Sizes(n=6, k=2, s=2),), (Sizes(n=7, k=3, s=3),)])
+    assert proof.verified
+    lhs_form = proof.closed_forms[0][1].rhs
+    (piecewise,) = lhs_form.atoms(sympy.Piecewise)
+    assert piecewise.has(sympy.Mod)
+    # At j = 1, s = 2 the true value is 0 (no output position 2y equals 1), not F_t G[(1-t)/2].
+    s, j, m, k = (next(x for x in lhs_form.free_symbols if x.name == name) for name in "sjmk")
+    at_one = expand_sums(lhs_form.xreplace({s: 2, j: 1, m: 3, k: 1}))
+    assert at_one == 0
+
+
+def test_derive_imports_no_jax():
+    code = "import sys, derive; derive.seed_case(); print(sorted(m for m in sys.modules " \
+           "if m.split('.')[0] in ('jax', 'jaxlib', 'impl', 'convgrad')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
