@@ -33,7 +33,9 @@ def conv_with_rule(config: ConvConfig, lhs: jnp.ndarray, rhs: jnp.ndarray) -> jn
 def _conv_fwd(
     config: ConvConfig, lhs: jnp.ndarray, rhs: jnp.ndarray
 ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
-    return _native_conv(lhs, rhs, config), (lhs, rhs)
+    # The primal through the op itself, so that an outer derivative of this forward pass (grad of
+    # grad, jacrev of jacrev) also takes the rule, never JAX's autodiff of the convolution.
+    return conv_with_rule(config, lhs, rhs), (lhs, rhs)
 
 
 def _conv_bwd(
