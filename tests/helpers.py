@@ -16,8 +16,9 @@ def random_array(rng: np.random.Generator, shape: Sequence[int], dtype: Any = "f
 
 def assert_close(actual: Any, expected: Any, dtype: Any = "float64", what: str = "") -> None:
     """``actual`` equals ``expected`` within ``tolerance(dtype)`` relative to ``expected``'s scale."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    # complex128 holds every dtype we test (bfloat16 and float16 widen exactly), complex included.
+    actual = np.asarray(actual).astype(np.complex128)
+    expected = np.asarray(expected).astype(np.complex128)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     if expected.size == 0:
         return
