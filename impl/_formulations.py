@@ -1,0 +1,176 @@
+"""Exact formulations of ``lax.conv_general_dilated``, chosen per backend and per case.
+
+Every function here computes the same sums as the native convolution (only the order of additions
+may differ), so the op's forward and the rotated-filter rule's convolutions can use whichever is
+fastest. Notation per spatial axis as in ``impl._padding``: window size ``k``, output size ``m``,
+stride ``s``, lhs dilation ``a``, rhs dilation ``d``, padding ``(lo, hi)``; ``X̃`` is the input
+dilated by ``a`` and padded by ``(lo, hi)``, and the convolution is
+
+    O[b, o, p] = Σ_{c, t} X̃[b, c, s·p + d·t] F[o, c, t].
+
+Why these exist (measured on CPU, see ``benchmarks/README.md``): XLA's CPU backend lowers a
+grouped convolution by expanding it into a dense one (``groups`` times the work), and the filter
+gradient of a grouped convolution is a *batch*-grouped convolution, which is slower still.
+"""
+
+import itertools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from impl._config import ConvConfig, spatial_shapes
+
+Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
+
+# Above these sizes the unrolled loops below compile slowly and stop paying off.
+MAX_UNROLLED_TAPS = 49
+MAX_PER_GROUP_CONVS = 32
+# Batch elements per dense block in ``batch_grouped_blocks`` (16 measured best, b = 4..64).
+BATCH_GROUP_BLOCK = 16
+
+
+def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """The native ``lax.conv_general_dilated``."""
+    return lax.conv_general_dilated(lhs, rhs, **config.as_lax_kwargs())
+
+
+# Grouped convolutions as one dense convolution per group.
+#
+# Feature groups: O[b, g·O_g + o] = Σ_{c < C_g, t} X̃[b, g·C_g + c, ·] F[g·O_g + o, c, t], so group g
+# is the dense convolution of the g-th slice of lhs features with the g-th slice of rhs out
+# features; the results are concatenated along the output features.
+# Batch groups: O[b, g·O_g + o] = Σ_{c, t} X̃[g·B_g + b, c, ·] F[g·O_g + o, c, t], so group g is the
+# dense convolution of the g-th slice of the lhs batch with the g-th slice of rhs out features.
+def per_group(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """``feature_group_count`` or ``batch_group_count`` groups as that many dense convolutions."""
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    feature_groups = config.feature_group_count > 1
+    groups = config.feature_group_count if feature_groups else config.batch_group_count
+    lhs_axis = lhs_spec[1] if feature_groups else lhs_spec[0]
+    dense = ConvConfig(**{**config.as_lax_kwargs(), "feature_group_count": 1,
+                          "batch_group_count": 1})
+    parts = [native(lhs_part, rhs_part, dense) for lhs_part, rhs_part in zip(
+        jnp.split(lhs, groups, axis=lhs_axis), jnp.split(rhs, groups, axis=rhs_spec[0]),
+        strict=True)]
+    return jnp.concatenate(parts, axis=out_spec[1])
+
+
+def _compute_dtype(lhs: jax.Array, config: ConvConfig) -> np.dtype:
+    """Accumulation type: the preferred type if given, else at least float32 (as XLA's CPU does)."""
+    if config.preferred_element_type is not None:
+        return np.dtype(config.preferred_element_type)
+    return np.dtype(jnp.promote_types(lhs.dtype, jnp.float32))
+
+
+def _dilate_and_pad(lhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """X̃ in canonical layout (batch, features, *spatial): dilated by ``a``, padded by (lo, hi)."""
+    spatial = [(lo, hi, dil - 1) for (lo, hi), dil in zip(config.padding, config.lhs_dilation,
+                                                          strict=True)]
+    return lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), (0, 0, 0), *spatial])
+
+
+def _canonical(lhs: jax.Array, rhs: jax.Array, config: ConvConfig
+               ) -> tuple[jax.Array, jax.Array, np.dtype]:
+    """lhs as (B, C, *S) and rhs as (O, I, *K) in the accumulation type."""
+    lhs_spec, rhs_spec, _ = config.dimension_numbers
+    dtype = _compute_dtype(lhs, config)
+    return (jnp.transpose(lhs, lhs_spec).astype(dtype), jnp.transpose(rhs, rhs_spec).astype(dtype),
+            dtype)
+
+
+def _from_canonical(out: jax.Array, lhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """(B, O, *M) back to the output layout and type of the native convolution."""
+    out_dtype = config.preferred_element_type or lhs.dtype
+    return jnp.transpose(out, np.argsort(config.dimension_numbers.out_spec)).astype(out_dtype)
+
+
+# Depthwise convolution as shift-and-add over the window taps.
+#
+# With one input feature per group (C groups, channel multiplier μ = O / C),
+# O[b, c·μ + j, p] = Σ_t X̃[b, c, s·p + d·t] F[c·μ + j, 0, t]: for each tap t, the strided window
+# of X̃ starting at d·t, scaled per channel by F[·, 0, t], summed over the taps. No contraction is
+# left, so this is elementwise work that XLA fuses into one loop.
+def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A depthwise convolution (``feature_group_count`` = input features) as shift-and-add."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_c, rhs_c, dtype = _canonical(lhs, rhs, config)
+    batch, channels = lhs_c.shape[:2]
+    multiplier = rhs_c.shape[0] // channels
+    filters = rhs_c.reshape(channels, multiplier, *window)
+    padded = _dilate_and_pad(lhs_c, config)
+    out = jnp.zeros((batch, channels, multiplier, *out_spatial), dtype)
+    if 0 not in out_spatial:
+        for tap in itertools.product(*map(range, window)):
+            start = [d * t for d, t in zip(config.rhs_dilation, tap, strict=True)]
+            shifted = lax.slice(
+                padded, [0, 0, *start],
+                [batch, channels, *(b + s * (m - 1) + 1 for b, s, m in zip(
+                    start, config.window_strides, out_spatial, strict=True))],
+                [1, 1, *config.window_strides])
+            scale = filters[(slice(None), slice(None), *tap)]
+            out = out + shifted[:, :, None] * scale.reshape(1, channels, multiplier,
+                                                            *(1,) * len(window))
+    return _from_canonical(out.reshape(batch, channels * multiplier, *out_spatial), lhs, config)
+
+
+# One lhs batch element per batch group, as block-diagonal dense convolutions.
+#
+# This is the filter gradient of a depthwise convolution: B = batch_group_count groups of one lhs
+# batch element each, μ = O / B filters per group, so
+# O[0, β·μ + j, p] = Σ_{c, t} X̃[β, c, s·p + d·t] F[β·μ + j, c, t]. A dense convolution of a block of
+# b batch elements with the block's b·μ filters computes every pair (β, β'·μ + j) of the block;
+# the wanted sums are its diagonal β = β'. That is b times the needed work, but in XLA's fast dense
+# kernel and with no materialised shifted copies, which on CPU beats both the native batch-grouped
+# convolution and an explicit shift-and-reduce (see benchmarks/README.md).
+def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A convolution whose every batch group is one lhs batch element, as diagonals of dense blocks."""
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    batch = lhs.shape[lhs_spec[0]]
+    multiplier = rhs.shape[rhs_spec[0]] // batch
+    block = min(batch, BATCH_GROUP_BLOCK)
+    while batch % block:
+        block -= 1
+    dense = ConvConfig(**{**config.as_lax_kwargs(), "batch_group_count": 1})
+    diagonals = []
+    for lhs_block, rhs_block in zip(jnp.split(lhs, batch // block, axis=lhs_spec[0]),
+                                    jnp.split(rhs, batch // block, axis=rhs_spec[0]), strict=True):
+        pairs = jnp.transpose(native(lhs_block, rhs_block, dense), out_spec)
+        pairs = pairs.reshape(block, block, multiplier, *pairs.shape[2:])
+        diagonals.append(jnp.moveaxis(jnp.diagonal(pairs, axis1=0, axis2=1), -1, 0))
+    out = jnp.concatenate(diagonals, axis=0)
+    out = out.reshape(1, batch * multiplier, *out.shape[2:])
+    return jnp.transpose(out, np.argsort(out_spec))
+
+
+def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], config: ConvConfig,
+                    dtype: np.dtype) -> Formulation:
+    """The fastest exact formulation of this case on XLA's CPU backend (measured, see README)."""
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        return native
+    lhs_spec, rhs_spec, _ = config.dimension_numbers
+    _, window, _ = spatial_shapes(config, lhs_shape, rhs_shape)
+    groups = config.feature_group_count
+    batch_groups = config.batch_group_count
+    if groups > 1 and rhs_shape[rhs_spec[1]] == 1 and np.prod(window) <= MAX_UNROLLED_TAPS:
+        return depthwise_taps
+    if 1 < batch_groups == lhs_shape[lhs_spec[0]]:
+        return batch_grouped_blocks
+    if 1 < max(groups, batch_groups) <= MAX_PER_GROUP_CONVS:
+        return per_group
+    return native
+
+
+def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """``lax.conv_general_dilated(lhs, rhs, **config)`` in the best formulation per backend.
+
+    The choice is made when lowering (``lax.platform_dependent``): CPU gets the formulation that
+    measured fastest for this case, other backends the native convolution.
+    """
+    cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
+    if cpu is native:
+        return native(lhs, rhs, config)
+    return lax.platform_dependent(lhs, rhs, cpu=lambda a, b: cpu(a, b, config),
+                                  default=lambda a, b: native(a, b, config))
