@@ -209,3 +209,11 @@ def test_derive_2d_rejects_bad_arguments(kwargs, error, message):
 def test_derive_conv_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         derive_conv(**kwargs)
+
+
+@pytest.mark.slow
+def test_the_64x64_5x5_case_verifies():
+    # The benchmark's large case (benchmarks/bench_derive.py times it); here only its correctness.
+    d = derive_2d((64, 64), (5, 5))
+    assert d.verified and d.output_shape == (60, 60)
+    assert d.dL_dX[30, 30] == d.rule_dL_dX[30, 30] and len(d.dL_dX[30, 30].args) == 25
