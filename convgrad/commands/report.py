@@ -1,14 +1,251 @@
-"""``convgrad report``: derivation reports (filled in by the reports issue)."""
+"""``convgrad report``: the exact derivation of one case (or the general proofs) as a report.
+
+With no arguments, the tutorial's case (3x3 input, 2x2 filter) as Markdown on stdout. Options
+choose the case, the formats (``md``, ``tex``, ``html``, ``json``) and where they go: stdout for
+one format, ``-o FILE`` for one, ``-o FOLDER`` for several (``report.<ext>`` each). Everything is
+validated and rendered before anything is written, and files are written atomically, so bad input
+or an interrupted run leaves no (partial) file.
+"""
 
 import argparse
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from convgrad.cli import UsageError
+from convgrad.io import write_atomic
+
+PADDING_KINDS = ("VALID", "SAME", "SAME_LOWER")
+CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1"}
+SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".html": "html", ".htm": "html",
+            ".json": "json"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` subcommand."""
-    parser = subparsers.add_parser("report", help="write a derivation report")
+    parser = subparsers.add_parser(
+        "report",
+        help="write the exact derivation of a convolution's gradients as a report",
+        description="Derive dL/dX and dL/dF of a single-channel 2-D convolution exactly, show "
+        "they equal the rotated-filter rule, cross-check them numerically, and write it all as "
+        "Markdown (default, on stdout), LaTeX, HTML with MathML, or JSON.",
+    )
+    parser.add_argument("--input", default=CASE_DEFAULTS["input"], metavar="HxW",
+                        help="input size (default 3x3)")
+    parser.add_argument("--filter", default=CASE_DEFAULTS["filter"], metavar="KHxKW",
+                        help="filter size (default 2x2)")
+    parser.add_argument("--stride", default=CASE_DEFAULTS["stride"], metavar="S|SH,SW",
+                        help="stride, one integer or one per axis (default 1)")
+    parser.add_argument("--padding", default=CASE_DEFAULTS["padding"], metavar="P",
+                        help="VALID (default), SAME, SAME_LOWER, one integer for every side, one per "
+                        "axis (PH,PW) or low:high per axis (T:B,L:R)")
+    parser.add_argument("--dilation", default=CASE_DEFAULTS["dilation"], metavar="D|DH,DW",
+                        help="filter dilation, one integer or one per axis (default 1)")
+    parser.add_argument("--general", action="store_true",
+                        help="the symbolic-size proofs of the rule instead of one case")
+    parser.add_argument("--format", action="append", metavar="FMT",
+                        help="md, tex, html or json; repeat or comma-separate for several "
+                        "(default: from the -o suffix, else md)")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="a file (one format) or a folder (several formats); default stdout")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the random numbers of the numeric cross-check (default 0)")
     parser.set_defaults(run=run)
 
 
+def parse_size(option: str, text: str) -> tuple[int, int]:
+    """``"HxW"`` (or ``"N"`` for NxN) as two positive ints.
+
+    >>> parse_size("--input", "5x4"), parse_size("--filter", "3")
+    ((5, 4), (3, 3))
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x×X]\s*(\d+)\s*)?", text)
+    if match is None:
+        raise UsageError(f"{option} (={text!r}) must be HxW with positive integers, e.g. 3x3")
+    sizes = (int(match.group(1)), int(match.group(2) or match.group(1)))
+    if min(sizes) < 1:
+        raise UsageError(f"{option} (={text!r}) must have sizes of at least 1")
+    return sizes
+
+
+def parse_per_axis(option: str, text: str, minimum: int) -> tuple[int, int]:
+    """One integer for both axes or two (``"2,1"`` or ``"2x1"``), each at least ``minimum``.
+
+    >>> parse_per_axis("--stride", "2", 1), parse_per_axis("--dilation", "1,3", 1)
+    ((2, 2), (1, 3))
+    """
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:[,x]\s*(-?\d+)\s*)?", text)
+    if match is None:
+        raise UsageError(f"{option} (={text!r}) must be one integer or two separated by a comma")
+    values = (int(match.group(1)), int(match.group(2) or match.group(1)))
+    if min(values) < minimum:
+        raise UsageError(f"{option} (={text!r}) must have values of at least {minimum}")
+    return values
+
+
+def parse_padding(text: str) -> str | tuple[tuple[int, int], tuple[int, int]]:
+    """VALID/SAME/SAME_LOWER, ``"P"``, ``"PH,PW"`` or ``"T:B,L:R"`` as derive's padding.
+
+    >>> parse_padding("same"), parse_padding("1"), parse_padding("1,2"), parse_padding("0:1,2:0")
+    ('SAME', ((1, 1), (1, 1)), ((1, 1), (2, 2)), ((0, 1), (2, 0)))
+    """
+    if text.strip().upper() in PADDING_KINDS:
+        return text.strip().upper()
+    axes = text.split(",")
+    if len(axes) == 1:
+        axes = axes * 2
+    pairs = []
+    for axis in axes if len(axes) == 2 else ():
+        match = re.fullmatch(r"\s*(-?\d+)\s*(?::\s*(-?\d+)\s*)?", axis)
+        if match is None:
+            break
+        pairs.append((int(match.group(1)), int(match.group(2) or match.group(1))))
+    if len(pairs) != 2:
+        raise UsageError(f"--padding (={text!r}) must be VALID, SAME, SAME_LOWER, an integer, "
+                         "two integers (PH,PW) or low:high pairs (T:B,L:R)")
+    if min(min(pair) for pair in pairs) < 0:
+        raise UsageError(f"--padding (={text!r}) must not be negative")
+    return (pairs[0], pairs[1])
+
+
+def parse_formats(values: list[str] | None, output: str | None) -> list[str]:
+    """The formats asked for, in order, without repeats; default from ``output``'s suffix, else md.
+
+    >>> parse_formats(["md,html", "md"], None), parse_formats(None, "r.tex")
+    (['md', 'html'], ['tex'])
+    """
+    from convgrad.report import FORMATS
+
+    if not values:
+        suffix = Path(output).suffix.lower() if output else ""
+        return [SUFFIXES.get(suffix, "md")]
+    formats: list[str] = []
+    for value in values:
+        for name in (part.strip().lower() for part in value.split(",")):
+            if name not in FORMATS:
+                raise UsageError(f"--format (={name!r}) must be one of {', '.join(FORMATS)}")
+            if name not in formats:
+                formats.append(name)
+    return formats
+
+
+def _targets(formats: list[str], output: str | None) -> dict[str, Path] | None:
+    """Where each format goes (None: stdout); raises UsageError for a path that cannot work."""
+    if output is None:
+        if len(formats) > 1:
+            raise UsageError(f"several formats (={', '.join(formats)}) need -o FOLDER")
+        return None
+    path = Path(output)
+    from convgrad.report import FORMATS
+
+    if len(formats) == 1 and not path.is_dir():
+        _require_folder(path.parent if str(path.parent) else Path("."), output)
+        return {formats[0]: path}
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"-o (={output!r}) must be a folder for several formats, not a file")
+    _require_folder(path if path.is_dir() else path.parent, output)
+    return {name: path / f"report{FORMATS[name]}" for name in formats}
+
+
+def _require_folder(folder: Path, output: str) -> None:
+    if not folder.is_dir():
+        raise UsageError(f"-o (={output!r}) must be in an existing folder (={str(folder)!r})")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"-o (={output!r}) is not writable")
+
+
+def _progress() -> Callable[[str, int, int], None] | None:
+    """A progress line on stderr when it is a terminal, else nothing."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(stage: str, done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rconvgrad report: {stage} {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
+def _case_texts(args: argparse.Namespace, formats: list[str], figures: bool) -> dict[str, str]:
+    import derive
+    from convgrad.report import case_report
+
+    derivation = derive.derive_2d(
+        parse_size("--input", args.input), parse_size("--filter", args.filter),
+        stride=parse_per_axis("--stride", args.stride, 1),
+        padding=parse_padding(args.padding),
+        dilation=parse_per_axis("--dilation", args.dilation, 1),
+        progress=_progress(),
+    )
+    return case_report(derivation, formats, figures=figures, seed=args.seed)
+
+
+def _general_texts(args: argparse.Namespace, formats: list[str]) -> dict[str, str]:
+    import derive
+    from convgrad.report import general_report
+
+    case_options = [f"--{name}" for name, default in CASE_DEFAULTS.items()
+                    if getattr(args, name) != default]
+    if case_options:
+        raise UsageError(f"--general proves every size at once; drop {', '.join(case_options)}")
+    progress = _progress()
+    proofs = []
+    for done, kind in enumerate(derive.PROOF_KINDS, start=1):
+        proofs.append(derive.general_proof(kind))
+        if progress is not None:
+            progress("proofs", done, len(derive.PROOF_KINDS))
+    return general_report(proofs, formats)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the report."""
-    raise NotImplementedError
+    """Validate, derive, render every format, then print or write atomically."""
+    formats = parse_formats(args.format, args.output)
+    targets = _targets(formats, args.output)
+    for name in ("input", "filter"):
+        parse_size(f"--{name}", getattr(args, name))
+    # Figures are bitmaps: left out of Markdown shown on a terminal, kept everywhere else.
+    figures = targets is not None or not sys.stdout.isatty() or formats != ["md"]
+    texts = (_general_texts(args, formats) if args.general
+             else _case_texts(args, formats, figures))
+    if targets is None:
+        sys.stdout.write(texts[formats[0]])
+        if not figures:
+            print("\n(Figures are left out on a terminal: redirect the output, use -o report.md "
+                  "or --format html -o report.html.)", file=sys.stderr)
+        return 0
+    _write(texts, targets)
+    return 0
+
+
+def _write(texts: dict[str, str], targets: dict[str, Path]) -> None:
+    """Write each text; several go through a temporary folder renamed (or moved) into place."""
+    if len(targets) == 1:
+        (name, path), = targets.items()
+        write_atomic(path, texts[name])
+        return
+    folder = next(iter(targets.values())).parent
+    staging = Path(tempfile.mkdtemp(dir=folder.parent if not folder.is_dir() else folder,
+                                    prefix=".report.", suffix=".tmp"))
+    try:
+        for name, path in targets.items():
+            write_atomic(staging / path.name, texts[name])
+        if not folder.exists():
+            os.chmod(staging, 0o777 & ~_umask())
+            os.rename(staging, folder)
+            return
+        for path in targets.values():
+            os.replace(staging / path.name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

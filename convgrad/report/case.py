@@ -1,0 +1,386 @@
+r"""The report of one concrete case: a ``derive.Derivation2D`` written out as a :class:`Document`.
+
+Sections: the case and its symbols; the forward pass entry by entry; the loss L and G; the
+derivatives from differentiation; the same in the rule's form (the valid correlation giving
+:math:`\partial L/\partial F`; the full convolution of the zero-padded G with rot180(F) giving
+:math:`\partial L/\partial X`, both matrices written out and each entry as its window sum); the
+exact equality; the numeric cross-check. Big matrices show their corners (first three and last
+two rows and columns) and long sums their first and last terms, with counts.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import sympy as sp
+
+from convgrad.report import figures
+from convgrad.report import mathtext as mt
+from convgrad.report.mathtext import Math
+from convgrad.report.model import (
+    Block,
+    DisplayMath,
+    Document,
+    Equation,
+    Equations,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+)
+from convgrad.report.numeric import COMPARISONS, QUANTITIES, CrossCheck
+
+ALL_UP_TO = 6
+TERMS_UP_TO = 30
+HEAD_TERMS, TAIL_TERMS = 10, 3
+
+L = mt.ident("L")
+TILDE_X = mt.accent(mt.ident("X"), "~", "tilde")
+TILDE_G = mt.accent(mt.ident("G"), "~", "tilde")
+ROTATED_F = mt.function("rot180", mt.ident("F"))
+
+
+def shown_indices(size: int) -> list[int]:
+    """Indices written out along an axis of ``size``: all up to 6, else the first 3 and last 2.
+
+    >>> shown_indices(4), shown_indices(64)
+    ([0, 1, 2, 3], [0, 1, 2, 62, 63])
+    """
+    if size <= ALL_UP_TO:
+        return list(range(size))
+    return [0, 1, 2, size - 2, size - 1]
+
+
+def _shown_cells(shape: Sequence[int]) -> list[tuple[int, int]]:
+    return [(r, c) for r in shown_indices(shape[0]) for c in shown_indices(shape[1])]
+
+
+def _summary(shape: Sequence[int]) -> str:
+    rows, cols = shape
+    if rows <= ALL_UP_TO and cols <= ALL_UP_TO:
+        return ""
+    shown = len(shown_indices(rows)) * len(shown_indices(cols))
+    return (f"Showing {shown} of {rows * cols} entries: rows {_list(shown_indices(rows))}, "
+            f"columns {_list(shown_indices(cols))}.")
+
+
+def _list(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def matrix_math(values: sp.Matrix) -> Math:
+    """``values`` as a bracketed matrix, big ones cut to their corners with dots between."""
+    rows, cols = (shown_indices(n) for n in values.shape)
+    written = []
+    for position, r in enumerate(rows):
+        if position and r != rows[position - 1] + 1:
+            written.append(_dots_row(cols, mt.DOTS_COLUMN, mt.DOTS_DIAGONAL))
+        written.append(_dots_row(cols, None, mt.DOTS_ROW, values, r))
+    return mt.matrix(written)
+
+
+def _dots_row(cols: list[int], fill: Math | None, gap: Math, values: sp.Matrix | None = None,
+              r: int = 0) -> list[Math]:
+    row = []
+    for position, c in enumerate(cols):
+        if position and c != cols[position - 1] + 1:
+            row.append(gap)
+        row.append(fill if values is None else _cell(values[r, c]))
+    return row
+
+
+def _cell(value: sp.Basic) -> Math:
+    if value == 0:
+        return mt.ZERO
+    return mt.symbol(value) if isinstance(value, sp.Symbol) else mt.expression(value)
+
+
+def _sum_row(lhs: Math | None, terms: list[mt.Term], note: str = "") -> Equation:
+    """``lhs = sum of terms``; a long sum keeps its first and last terms and counts the rest."""
+    if not terms:
+        return Equation(lhs, (mt.ZERO,), (1,), note)
+    written: list[tuple[int, Math]]
+    if len(terms) > TERMS_UP_TO:
+        omitted = len(terms) - HEAD_TERMS - TAIL_TERMS
+        note = f"{len(terms)} terms, {omitted} not shown" + (f"; {note}" if note else "")
+        written = [*((t.sign, t.math()) for t in terms[:HEAD_TERMS]), (1, mt.DOTS_ROW),
+                   *((t.sign, t.math()) for t in terms[-TAIL_TERMS:])]
+    else:
+        written = [(t.sign, t.math()) for t in terms]
+    signs, maths = zip(*written, strict=True)
+    return Equation(lhs, tuple(maths), tuple(signs), note)
+
+
+def _entry_rows(lhs_letter: str, matrix: sp.Matrix, factor_order: str, term_order: str,
+                derivative: bool) -> Equations:
+    rows = []
+    for r, c in _shown_cells(matrix.shape):
+        lhs = mt.entry(lhs_letter, r, c)
+        lhs = mt.partial(L, lhs) if derivative else lhs
+        rows.append(_sum_row(lhs, mt.terms(matrix[r, c], factor_order, term_order)))
+    return Equations(tuple(rows))
+
+
+def _summary_paragraph(shape: Sequence[int]) -> list[Block]:
+    text = _summary(shape)
+    return [Paragraph((text,))] if text else []
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(n) for n in shape)
+
+
+def _padding_text(padding: Sequence[Sequence[int]]) -> str:
+    if all(tuple(pair) == (0, 0) for pair in padding):
+        return "no padding (VALID)"
+    (top, bottom), (left, right) = padding
+    return f"padding {top} above, {bottom} below, {left} left, {right} right"
+
+
+def title(derivation: Any) -> str:
+    """A one-line description of the case."""
+    return (f"Backpropagation through a convolution: input {_shape_text(derivation.input_shape)}, "
+            f"filter {_shape_text(derivation.filter_shape)}, stride {tuple(derivation.stride)}, "
+            f"{_padding_text(derivation.padding)}, dilation {tuple(derivation.dilation)}")
+
+
+def case_document(derivation: Any, check: CrossCheck, with_figures: bool = True) -> Document:
+    """The whole report of ``derivation`` (a ``derive.Derivation2D``) and its cross-check."""
+    blocks: list[Block] = [
+        *_setup_section(derivation),
+        *_forward_section(derivation, with_figures),
+        *_loss_section(derivation),
+        *_differentiation_section(derivation),
+        *_rule_f_section(derivation),
+        *_rule_x_section(derivation, with_figures),
+        *_equality_section(derivation),
+        *_cross_check_section(check),
+    ]
+    return Document(title(derivation), blocks)
+
+
+def _setup_section(d: Any) -> list[Block]:
+    (sh, sw), (dh, dw) = d.stride, d.dilation
+    blocks: list[Block] = [
+        Heading(2, "The case"),
+        Paragraph((
+            "Input ", mt.ident("X"), f" of {_shape_text(d.input_shape)}, filter ", mt.ident("F"),
+            f" of {_shape_text(d.filter_shape)}, stride ({sh}, {sw}), dilation ({dh}, {dw}), "
+            f"{_padding_text(d.padding)}; the output ", mt.ident("O"),
+            f" is {_shape_text(d.output_shape)}. Indices start at 0; each entry is its own symbol, "
+            "so every formula below is exact.",
+        )),
+        DisplayMath(mt.join([mt.ident("X"), mt.op("="), matrix_math(d.X)])),
+        *_summary_paragraph(d.X.shape),
+        DisplayMath(mt.join([mt.ident("F"), mt.op("="), matrix_math(d.F)])),
+        *_summary_paragraph(d.F.shape),
+    ]
+    return blocks
+
+
+def _forward_formula(d: Any) -> Math:
+    (sh, sw), (dh, dw) = d.stride, d.dilation
+    source = TILDE_X if _padded(d) else mt.ident("X")
+    window = mt.indexed(source, [mt.linear([(sh, "i"), (dh, "a")]), mt.linear([(sw, "j"), (dw, "b")])])
+    body = mt.product([window, mt.indexed(mt.ident("F"), [mt.ident("a"), mt.ident("b")])])
+    return mt.join([mt.indexed(mt.ident("O"), [mt.ident("i"), mt.ident("j")]), mt.op("="),
+                    mt.sigma("a,b", body)])
+
+
+def _padded(d: Any) -> bool:
+    return any(tuple(pair) != (0, 0) for pair in d.padding)
+
+
+def _forward_section(d: Any, with_figures: bool) -> list[Block]:
+    kh, kw = d.filter_shape
+    padded_note: tuple[str | Math, ...] = ()
+    if _padded(d):
+        padded_note = (" Here ", TILDE_X, " is ", mt.ident("X"), " with its zero padding.")
+    blocks: list[Block] = [
+        Heading(2, "Forward pass"),
+        Paragraph(("The output is the valid cross-correlation of the input with the filter, "
+                   f"over a = 0…{kh - 1} and b = 0…{kw - 1}:", *padded_note)),
+        DisplayMath(_forward_formula(d)),
+        Paragraph(("Entry by entry:",)),
+        *_summary_paragraph(d.O.shape),
+        _entry_rows("O", d.O, "XF", "F", derivative=False),
+    ]
+    if with_figures:
+        blocks.append(Figure(figures.forward_figure(d),
+                             "Forward pass: each output entry is the sum of the orange input cells "
+                             "(the filter's taps; grey cells are zero padding) times the filter.",
+                             "Grids of the padded input with the filter window of several output "
+                             "entries highlighted, next to the filter and the output grid."))
+    return blocks
+
+
+def _loss_section(d: Any) -> list[Block]:
+    ij = [mt.ident("i"), mt.ident("j")]
+    loss = mt.join([L, mt.op("="), mt.sigma("i,j", mt.product(
+        [mt.indexed(mt.ident("G"), ij), mt.indexed(mt.ident("O"), ij)]))])
+    g_def = mt.join([mt.indexed(mt.ident("G"), ij), mt.op("="),
+                     mt.partial(L, mt.indexed(mt.ident("O"), ij))])
+    blocks: list[Block] = [
+        Heading(2, "The loss and G"),
+        Paragraph(("Whatever the loss, the chain rule only needs its gradient at the output, ",
+                   g_def, ". Taking G as symbols and")),
+        DisplayMath(loss),
+        Paragraph(("gives exactly that gradient at O, so differentiating this L differentiates any "
+                   "loss through the convolution. G (",
+                   f"{_shape_text(d.output_shape)}) is:")),
+        DisplayMath(mt.join([mt.ident("G"), mt.op("="), matrix_math(d.G)])),
+        *_summary_paragraph(d.G.shape),
+    ]
+    if sum(len(sp.Add.make_args(entry)) for entry in d.O) <= TERMS_UP_TO:
+        blocks += [Paragraph(("Written out:",)),
+                   Equations((_sum_row(L, mt.terms(d.L, "GXF", "GF")),))]
+    return blocks
+
+
+def _differentiation_section(d: Any) -> list[Block]:
+    return [
+        Heading(2, "Gradients by differentiation"),
+        Paragraph(("Differentiating L with respect to every filter entry:",)),
+        *_summary_paragraph(d.F.shape),
+        _entry_rows("F", d.dL_dF, "GX", "G", derivative=True),
+        Paragraph(("and with respect to every input entry:",)),
+        *_summary_paragraph(d.X.shape),
+        _entry_rows("X", d.dL_dX, "GF", "G", derivative=True),
+    ]
+
+
+def _window_terms(lhs: sp.Matrix, window: sp.Matrix, top: int, left: int) -> list[mt.Term]:
+    """Products ``lhs[top + u, left + v] * window[u, v]`` over the window's nonzero taps."""
+    return [mt.Term(1, (lhs[top + u, left + v], window[u, v]))
+            for u in range(window.rows) for v in range(window.cols) if window[u, v] != 0]
+
+
+def _rule_f_section(d: Any) -> list[Block]:
+    (sh, sw), (dh, dw) = d.stride, d.dilation
+    source = TILDE_X if _padded(d) else mt.ident("X")
+    ab = [mt.ident("a"), mt.ident("b")]
+    formula = mt.join([
+        mt.partial(L, mt.indexed(mt.ident("F"), ab)), mt.op("="),
+        mt.sigma("i,j", mt.product([
+            mt.indexed(source, [mt.linear([(dh, "a"), (sh, "i")]), mt.linear([(dw, "b"), (sw, "j")])]),
+            mt.indexed(mt.ident("G"), [mt.ident("i"), mt.ident("j")])])),
+    ])
+    rows = []
+    for a, b in _shown_cells(d.F.shape):
+        terms = _window_terms(d.padded_X, d.spread_G, dh * a, dw * b)
+        rows += _window_rows(mt.partial(L, mt.entry("F", a, b)), terms, d.rule_dL_dF[a, b], "XG", "G")
+    padded_x: list[Block] = []
+    if d.padded_X.shape != d.X.shape:
+        padded_x = [Paragraph(("The input padded as the correlation sees it (",
+                               _shape_text(d.padded_X.shape), "):")),
+                    DisplayMath(mt.join([TILDE_X, mt.op("="), matrix_math(d.padded_X)])),
+                    *_summary_paragraph(d.padded_X.shape)]
+    return [
+        Heading(2, "The rule: ∂L/∂F is a valid correlation"),
+        Paragraph((mt.partial(L, mt.ident("F")), " is the valid cross-correlation of the ",
+                   "(padded) input with G" + _spread_text(d) + ":")),
+        DisplayMath(formula),
+        *padded_x,
+        Paragraph(("Entry by entry, each a sum over the G window, then simplified:",)),
+        *_summary_paragraph(d.F.shape),
+        Equations(tuple(rows)),
+    ]
+
+
+def _spread_text(d: Any) -> str:
+    parts = []
+    if tuple(d.stride) != (1, 1):
+        parts.append(f"G's entries {tuple(d.stride)} apart (the forward stride spreads G)")
+    if tuple(d.dilation) != (1, 1):
+        parts.append(f"the window moving {tuple(d.dilation)} at a time (the filter's dilation "
+                     "becomes the correlation's stride)")
+    return f", {' and '.join(parts)}" if parts else ""
+
+
+def _window_rows(lhs: Math, window_terms: list[mt.Term], rule_entry: sp.Expr,
+                 factor_order: str, term_order: str) -> list[Equation]:
+    simplified = mt.terms(rule_entry, factor_order, term_order)
+    if len(window_terms) == len(simplified):
+        return [_sum_row(lhs, simplified)]
+    return [_sum_row(lhs, window_terms), _sum_row(None, simplified)]
+
+
+def _rule_x_section(d: Any, with_figures: bool) -> list[Block]:
+    pq = [mt.ident("p"), mt.ident("q")]
+    formula = mt.join([
+        mt.partial(L, mt.indexed(mt.ident("X"), pq)), mt.op("="),
+        mt.sigma("u,v", mt.product([
+            mt.indexed(TILDE_G, [mt.linear([(1, "p"), (1, "u")]), mt.linear([(1, "q"), (1, "v")])]),
+            mt.indexed(mt.ident("R"), [mt.ident("u"), mt.ident("v")])])),
+    ])
+    rows = []
+    for p, q in _shown_cells(d.X.shape):
+        terms = _window_terms(d.padded_G, d.rotated_F, p, q)
+        rows += _window_rows(mt.partial(L, mt.entry("X", p, q)), terms, d.rule_dL_dX[p, q], "GF", "G")
+    blocks: list[Block] = [
+        Heading(2, "The rule: ∂L/∂X is a full convolution with the rotated filter"),
+        Paragraph(("Spread G by the stride, pad it with zeros so that the filter overlaps every "
+                   "output it touched, and slide the filter rotated by 180° over it: ",
+                   TILDE_G, " (", _shape_text(d.padded_G.shape), ") is G ", _g_spread_text(d),
+                   "zero-padded, and ", mt.join([mt.ident("R"), mt.op("="), ROTATED_F]),
+                   f" ({_shape_text(d.rotated_F.shape)}) the filter{_dilated_text(d)} rotated.")),
+        DisplayMath(mt.join([TILDE_G, mt.op("="), matrix_math(d.padded_G)])),
+        *_summary_paragraph(d.padded_G.shape),
+        DisplayMath(mt.join([mt.ident("R"), mt.op("="), ROTATED_F, mt.op("="),
+                             matrix_math(d.rotated_F)])),
+        *_summary_paragraph(d.rotated_F.shape),
+        Paragraph(("Then, over u and v across R:",)),
+        DisplayMath(formula),
+        Paragraph(("Entry by entry, each the window sum (zeros from the padding included), "
+                   "then simplified:",)),
+        *_summary_paragraph(d.X.shape),
+        Equations(tuple(rows)),
+    ]
+    if with_figures:
+        blocks.append(Figure(figures.rule_figure(d),
+                             "The full convolution: rot180(F) (orange) slides over the zero-padded "
+                             "G; each window position gives one entry of ∂L/∂X, the sum of the "
+                             "products where a filter tap meets an entry of G (dark orange).",
+                             "Grids of the zero-padded G with the rotated filter's window at "
+                             "several positions, each titled with the entry of dL/dX it gives."))
+    return blocks
+
+
+def _g_spread_text(d: Any) -> str:
+    if tuple(d.stride) == (1, 1):
+        return ""
+    return f"with its entries spread {tuple(d.stride)} apart (the stride), "
+
+
+def _dilated_text(d: Any) -> str:
+    return "" if tuple(d.dilation) == (1, 1) else f" dilated by {tuple(d.dilation)} and"
+
+
+def _equality_section(d: Any) -> list[Block]:
+    count = d.X.rows * d.X.cols + d.F.rows * d.F.cols
+    if d.verified:
+        verdict = (f"Exactly equal: for all {count} entries of ∂L/∂X and ∂L/∂F, the derivative "
+                   "from differentiation minus the rule's form expands to 0 (checked by derive "
+                   "in exact SymPy arithmetic).")
+    else:
+        verdict = ("NOT equal: derive's exact check found an entry where differentiation and "
+                   "the rule differ.")
+    return [Heading(2, "Differentiation and rule agree exactly"), Paragraph((verdict,))]
+
+
+def _cross_check_section(check: CrossCheck) -> list[Block]:
+    names = {"O": "O", "dL_dX": "∂L/∂X", "dL_dF": "∂L/∂F"}
+    rows = tuple(
+        (names[q], *(f"{check.errors[c][q]:.2e}" for c in COMPARISONS)) for q in QUANTITIES
+    )
+    verdict = "passed" if check.passed else "FAILED"
+    return [
+        Heading(2, "Numeric cross-check"),
+        Paragraph((f"X, F and G drawn from a standard normal distribution (seed {check.seed}) in "
+                   f"{check.dtype}; the exact forms evaluated there term by term and "
+                   f"compared with {check.op} (whose backward pass is the rotated-filter rule, "
+                   "through jax.vjp with cotangent G) and with jax.grad of L = Σ G·O through "
+                   "the native jax.lax.conv_general_dilated. Largest absolute errors:",)),
+        Table(("quantity", *COMPARISONS.values()), rows),
+        Paragraph((f"Tolerance {check.tolerance:.0e} × the largest magnitude (at least 1): "
+                   f"{verdict}.",)),
+    ]

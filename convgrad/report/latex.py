@@ -1,0 +1,91 @@
+r"""A standalone LaTeX document (``article``, ``amsmath``) that compiles with pdflatex.
+
+Equations are ``align*`` environments that may break across pages; the Unicode the text uses
+(∂, ×, Σ, …) is declared in the preamble. Figures are bitmaps that a single ``.tex`` file cannot
+hold: the LaTeX report says where to find them (the HTML and Markdown reports embed them).
+
+>>> from convgrad.report.model import Document, Heading
+>>> tex = render(Document("T", [Heading(2, "100% exact_")]))
+>>> r"\section*{100\% exact\_}" in tex, tex.rstrip().endswith(r"\end{document}")
+(True, True)
+"""
+
+from convgrad.report.markdown import aligned_rows
+from convgrad.report.mathtext import Math
+from convgrad.report.model import (
+    Block,
+    DisplayMath,
+    Document,
+    Equations,
+    Figure,
+    Heading,
+    Inline,
+    Paragraph,
+    Table,
+)
+
+UNICODE = {
+    "2202": r"\partial", "00D7": r"\times", "03A3": r"\Sigma", "00B7": r"\cdot",
+    "22EF": r"\cdots", "2026": r"\ldots", "00B0": r"^\circ", "2265": r"\geq", "2264": r"\leq",
+    "2192": r"\to", "2208": r"\in", "03B4": r"\delta", "22C6": r"\star", "2217": r"\ast",
+}
+
+PREAMBLE = r"""\documentclass[11pt]{article}
+\usepackage[a4paper,margin=2cm]{geometry}
+\usepackage{amsmath,amssymb}
+\usepackage{booktabs}
+\allowdisplaybreaks
+\setcounter{MaxMatrixCols}{40}
+%s
+\title{%s}
+\date{}
+\begin{document}
+\maketitle
+"""
+
+TERMS_PER_LINE = 6
+
+
+def escape(words: str) -> str:
+    r"""Text made safe for LaTeX (special characters escaped).
+
+    >>> print(escape("a_b & 50% {x} ~ ^ \\"))
+    a\_b \& 50\% \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{}
+    """
+    specials = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join("\\" + char if char in "&%$#_{}" else specials.get(char, char) for char in words)
+
+
+def render(document: Document) -> str:
+    """The whole document as LaTeX source."""
+    declarations = "\n".join(rf"\DeclareUnicodeCharacter{{{code}}}{{\ensuremath{{{command}}}}}"
+                             for code, command in UNICODE.items())
+    body = "\n\n".join(_block(block) for block in document.blocks)
+    return PREAMBLE % (declarations, escape(document.title)) + body + "\n\n\\end{document}\n"
+
+
+def _inline(parts: tuple[Inline, ...]) -> str:
+    return "".join(f"${part.latex}$" if isinstance(part, Math) else escape(part) for part in parts)
+
+
+def _block(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"\\{'sub' * (block.level - 2)}section*{{{escape(block.text)}}}"
+    if isinstance(block, Paragraph):
+        return _inline(block.parts)
+    if isinstance(block, DisplayMath):
+        return f"\\[\n{block.math.latex}\n\\]"
+    if isinstance(block, Equations):
+        body = " \\\\\n".join(aligned_rows(block.rows, TERMS_PER_LINE))
+        return f"\\begin{{align*}}\n{body}\n\\end{{align*}}"
+    if isinstance(block, Table):
+        spec = "l" + "r" * (len(block.header) - 1)
+        lines = [f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+                 " & ".join(escape(h) for h in block.header) + r" \\", r"\midrule"]
+        lines += [" & ".join(escape(cell) for cell in row) + r" \\" for row in block.rows]
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\\begin{center}\n" + "\n".join(lines) + "\n\\end{center}"
+    if isinstance(block, Figure):
+        return (r"\begin{quote}\emph{Figure (in the HTML and Markdown reports): "
+                + escape(block.caption) + r"}\end{quote}")
+    raise TypeError(f"block (={type(block).__name__}) is not a known block type")
