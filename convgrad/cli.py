@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("report", "crosscheck")
+COMMANDS = ("report", "crosscheck", "bench")
 
 
 class UsageError(Exception):

@@ -1,7 +1,15 @@
-"""Cross-check runner: the op's forward and rotated-filter backward against native lax autodiff.
+"""Cross-check runner: the op's forward and rotated-filter backward against independent oracles.
 
-Runs a grid of configurations on one JAX device for every dtype, and reports the largest absolute
-and relative errors per dtype. Used by ``convgrad crosscheck``.
+Three checks, used by ``convgrad crosscheck``:
+
+* ``run_grid``: a grid of configurations on one device in every dtype, comparing the op's output
+  and both gradients with ``jax.vjp`` of native ``jax.lax.conv_general_dilated`` on the same device
+  and precision (like with like), and with a float64 CPU reference;
+* ``sharding_check``: jit(grad) with the batch (and optionally output features) sharded over a
+  device mesh against unsharded native autodiff;
+* ``lowering_check``: ``jax.export`` of jit(grad) for platforms that need not be present, and a
+  walk of the lowered StableHLO proving that the filter is spatially reversed and fed to a
+  convolution (the rotated-filter rule).
 """
 
 import dataclasses
@@ -19,6 +27,8 @@ import impl
 from convgrad.tolerances import tolerance
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
+PRECISIONS = {"highest": lax.Precision.HIGHEST, "default": None}
+EXPORT_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +46,11 @@ class Case:
 
 
 def default_grid() -> Iterator[Case]:
-    """Spatial ranks 1-3, every padding kind incl. negative, strides, dilations, groups, layouts."""
+    """Spatial ranks 1-3, every padding kind incl. negative, strides, dilations, groups, layouts.
+
+    Includes the cases that take the CPU formulations of ``impl._formulations`` (dense per group,
+    depthwise shift-and-add with a channel multiplier, one batch element per batch group).
+    """
     paddings_2d = ("VALID", "SAME", "SAME_LOWER", ((1, 2), (0, 1)), ((-1, 2), (2, -1)))
     for padding, strides, rhs_dil in itertools.product(paddings_2d, ((1, 1), (2, 3)),
                                                        ((1, 1), (2, 1))):
@@ -46,8 +60,13 @@ def default_grid() -> Iterator[Case]:
                                                 lhs_dilation=(2, 3)))
     yield Case((2, 6, 8, 7), (9, 2, 3, 3), dict(window_strides=(2, 2), padding="SAME",
                                                 feature_group_count=3))
+    yield Case((2, 4, 9, 8), (8, 1, 3, 2), dict(window_strides=(2, 1), padding=((1, -1), (2, 0)),
+                                                lhs_dilation=(1, 2), rhs_dilation=(2, 1),
+                                                feature_group_count=4))
     yield Case((4, 3, 8, 7), (6, 3, 2, 3), dict(window_strides=(1, 2), padding="VALID",
                                                 batch_group_count=2))
+    yield Case((4, 3, 8, 7), (8, 3, 2, 3), dict(window_strides=(1, 2), padding="SAME",
+                                                batch_group_count=4))
     yield Case((2, 8, 7, 4), (3, 2, 2, 6), dict(window_strides=(1, 2), padding="SAME",
                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                                 feature_group_count=2))
@@ -61,23 +80,62 @@ def default_grid() -> Iterator[Case]:
 
 
 @dataclasses.dataclass
+class Row:
+    """Errors of one configuration in one dtype, relative to each oracle's largest magnitude."""
+
+    case: str
+    dtype: str
+    precision: str
+    abs_vs_native: float
+    rel_vs_native: float
+    abs_vs_reference: float
+    rel_vs_reference: float
+    native_rel_vs_reference: float
+    ok: bool
+
+
+@dataclasses.dataclass
 class DtypeResult:
-    """Largest errors of one dtype over the grid (relative to the oracle's largest magnitude)."""
+    """Largest errors of one dtype over the grid."""
 
     dtype: str
+    precision: str
     configurations: int = 0
     max_abs_error: float = 0.0
     max_rel_error: float = 0.0
+    max_abs_vs_reference: float = 0.0
+    max_rel_vs_reference: float = 0.0
     failures: list[str] = dataclasses.field(default_factory=list)
 
 
-def _outputs(conv: Callable[..., jax.Array], lhs: jax.Array, rhs: jax.Array,
-             cotangent_seed: int, kwargs: dict[str, Any]) -> list[np.ndarray]:
-    def run(lhs: jax.Array, rhs: jax.Array) -> tuple[jax.Array, ...]:
+def _exact_inputs(case: Case, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lhs, rhs and the output cotangent in float64, each value exact in every checked dtype.
+
+    Standard normal draws rounded to bfloat16 (8 significant bits) with magnitudes kept in
+    [1/64, 8], so bfloat16, float16 (normal range), float32 and float64 all hold them exactly:
+    every dtype sees the same inputs and one float64 reference serves them all, while the
+    convolutions' products and sums still round in the narrower types.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(shape: Sequence[int]) -> np.ndarray:
+        values = rng.standard_normal(shape)
+        values = np.sign(values) * np.clip(np.abs(values), 1 / 64, 8)
+        return values.astype(jnp.bfloat16).astype(np.float64)
+
+    out_shape = jax.eval_shape(
+        lambda a, b: lax.conv_general_dilated(a, b, **case.kwargs),
+        jax.ShapeDtypeStruct(case.lhs_shape, jnp.float32),
+        jax.ShapeDtypeStruct(case.rhs_shape, jnp.float32)).shape
+    return draw(case.lhs_shape), draw(case.rhs_shape), draw(out_shape)
+
+
+def _vjp_outputs(conv: Callable[..., jax.Array], kwargs: dict[str, Any]
+                 ) -> Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, ...]]:
+    def outputs(lhs: jax.Array, rhs: jax.Array, cotangent: jax.Array) -> tuple[jax.Array, ...]:
         out, vjp = jax.vjp(lambda a, b: conv(a, b, **kwargs), lhs, rhs)
-        cotangent = jax.random.normal(jax.random.key(cotangent_seed), out.shape).astype(out.dtype)
-        return (out, *vjp(cotangent))
-    return [np.asarray(x, dtype=np.float64) for x in jax.jit(run)(lhs, rhs)]
+        return (out, *vjp(cotangent.astype(out.dtype)))
+    return outputs
 
 
 def _errors(ours: Sequence[np.ndarray], oracle: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -87,34 +145,210 @@ def _errors(ours: Sequence[np.ndarray], oracle: Sequence[np.ndarray]) -> tuple[f
     return abs_error, abs_error / scale if scale else abs_error
 
 
-def check_case(case: Case, dtype: str, device: jax.Device, seed: int = 0) -> tuple[float, float]:
-    """(max abs, max rel) error of the op's output and both gradients against native autodiff."""
-    keys = jax.random.split(jax.random.key(seed), 2)
-    with jax.default_device(device):
-        lhs = jax.random.normal(keys[0], case.lhs_shape).astype(dtype)
-        rhs = jax.random.normal(keys[1], case.rhs_shape).astype(dtype)
-        kwargs = dict(case.kwargs, precision=lax.Precision.HIGHEST)
-        ours = _outputs(impl.conv_general_dilated, lhs, rhs, seed + 1, kwargs)
-        oracle = _outputs(lax.conv_general_dilated, lhs, rhs, seed + 1, kwargs)
-    return _errors(ours, oracle)
+def _as_float64(arrays: Sequence[jax.Array]) -> list[np.ndarray]:
+    return [np.asarray(array).astype(np.float64) for array in arrays]
+
+
+def reference(case: Case, seed: int = 0) -> list[np.ndarray]:
+    """Output and gradients of native lax autodiff in float64 on the CPU (x64 must be enabled)."""
+    lhs, rhs, cotangent = _exact_inputs(case, seed)
+    cpu = jax.devices("cpu")[0]
+    kwargs = dict(case.kwargs, precision=lax.Precision.HIGHEST)
+    arrays = [jax.device_put(np.asarray(a, np.float64), cpu) for a in (lhs, rhs, cotangent)]
+    return _as_float64(jax.jit(_vjp_outputs(lax.conv_general_dilated, kwargs))(*arrays))
+
+
+def check_case(case: Case, dtype: str, device: jax.Device, expected: Sequence[np.ndarray],
+               precision: str = "highest", seed: int = 0) -> Row:
+    """The op against native autodiff on ``device`` (one compilation for both) and ``expected``."""
+    lhs, rhs, cotangent = (jax.device_put(np.asarray(a).astype(dtype), device)
+                           for a in _exact_inputs(case, seed))
+    kwargs = dict(case.kwargs, precision=PRECISIONS[precision])
+    ours_fn = _vjp_outputs(impl.conv_general_dilated, kwargs)
+    native_fn = _vjp_outputs(lax.conv_general_dilated, kwargs)
+    ours, native = jax.jit(lambda *args: (ours_fn(*args), native_fn(*args)))(lhs, rhs, cotangent)
+    ours, native = _as_float64(ours), _as_float64(native)
+    abs_native, rel_native = _errors(ours, native)
+    abs_reference, rel_reference = _errors(ours, expected)
+    _, native_rel_reference = _errors(native, expected)
+    # Like with like: within the dtype's tolerance of native; and never much further from the
+    # exact answer than native itself is (native may use TF32 or bf16 passes at default precision).
+    ok = (rel_native <= tolerance(dtype)
+          and rel_reference <= max(tolerance(dtype), 4 * native_rel_reference))
+    return Row(case.describe(), dtype, precision, abs_native, rel_native, abs_reference,
+               rel_reference, native_rel_reference, ok)
 
 
 def run_grid(device: jax.Device, dtypes: Sequence[str] = DTYPES,
-             cases: Sequence[Case] | None = None) -> list[DtypeResult]:
-    """Check every case in every dtype on ``device``; float64 only where x64 is enabled."""
+             cases: Sequence[Case] | None = None, precision: str = "highest",
+             progress: Callable[[Row], None] = lambda row: None,
+             ) -> tuple[list[DtypeResult], list[Row]]:
+    """Check every case in every dtype on ``device``; returns per-dtype summaries and all rows."""
     cases = list(default_grid()) if cases is None else list(cases)
-    results = []
+    references = [reference(case) for case in cases]
+    results, rows = [], []
     for dtype in dtypes:
-        result = DtypeResult(dtype)
-        for case in cases:
-            abs_error, rel_error = check_case(case, dtype, device)
+        result = DtypeResult(dtype, precision)
+        for case, expected in zip(cases, references, strict=True):
+            row = check_case(case, dtype, device, expected, precision)
+            progress(row)
+            rows.append(row)
             result.configurations += 1
-            result.max_abs_error = max(result.max_abs_error, abs_error)
-            result.max_rel_error = max(result.max_rel_error, rel_error)
-            if rel_error > tolerance(dtype):
-                result.failures.append(f"{case.describe()}: rel error {rel_error:.3g}")
+            result.max_abs_error = max(result.max_abs_error, row.abs_vs_native)
+            result.max_rel_error = max(result.max_rel_error, row.rel_vs_native)
+            result.max_abs_vs_reference = max(result.max_abs_vs_reference, row.abs_vs_reference)
+            result.max_rel_vs_reference = max(result.max_rel_vs_reference, row.rel_vs_reference)
+            if not row.ok:
+                result.failures.append(
+                    f"{row.case}: rel error {row.rel_vs_native:.3g} vs native, "
+                    f"{row.rel_vs_reference:.3g} vs float64 reference")
         results.append(result)
-    return results
+    return results, rows
+
+
+def sharding_check(devices: Sequence[jax.Device], mesh_shape: tuple[int, ...], dtype: str,
+                   seed: int = 0) -> dict[str, Any]:
+    """jit(grad) with lhs batch-sharded (and rhs out features, on a 2-D mesh) vs unsharded native.
+
+    ``mesh_shape`` is ``(data,)`` or ``(data, model)`` with a product of ``len(devices)``. The loss
+    is ``sum(sin(conv))``; the oracle is ``jax.grad`` of native lax on one device.
+    """
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    names = ("data", "model")[:len(mesh_shape)]
+    mesh = Mesh(np.asarray(devices).reshape(mesh_shape), names)
+    data = mesh_shape[0]
+    model = mesh_shape[1] if len(mesh_shape) > 1 else 1
+    case = Case((2 * data, 4, 9, 8), (4 * model, 2, 3, 3),
+                dict(window_strides=(2, 1), padding="SAME", rhs_dilation=(1, 2),
+                     feature_group_count=2))
+    lhs, rhs, _ = _exact_inputs(case, seed)
+    lhs, rhs = jnp.asarray(lhs, dtype), jnp.asarray(rhs, dtype)
+
+    def loss(conv: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+        return lambda a, b: jnp.sum(jnp.sin(conv(a, b, **case.kwargs)))
+
+    expected = jax.jit(jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1)))(lhs, rhs)
+    lhs_spec = PartitionSpec("data")
+    rhs_spec = PartitionSpec("model") if model > 1 else PartitionSpec()
+    sharded = (jax.device_put(lhs, NamedSharding(mesh, lhs_spec)),
+               jax.device_put(rhs, NamedSharding(mesh, rhs_spec)))
+    actual = jax.jit(jax.grad(loss(impl.conv_general_dilated), argnums=(0, 1)))(*sharded)
+    abs_error, rel_error = _errors(_as_float64(actual), _as_float64(expected))
+    return {"mesh": dict(zip(names, mesh_shape, strict=True)), "dtype": dtype,
+            "lhs_spec": tuple(lhs_spec), "rhs_spec": tuple(rhs_spec),
+            "lhs_shards": len({str(shard.index) for shard in sharded[0].addressable_shards}),
+            "rhs_shards": len({str(shard.index) for shard in sharded[1].addressable_shards}),
+            "grad_devices": len(actual[0].sharding.device_set),
+            "max_abs_error": abs_error, "max_rel_error": rel_error,
+            "ok": rel_error <= tolerance(dtype)}
+
+
+# Lowering check: walk the StableHLO of jit(grad) for each platform.
+
+_SHAPE_OPS = frozenset({"stablehlo.reshape", "stablehlo.transpose", "stablehlo.convert",
+                        "stablehlo.slice", "stablehlo.broadcast_in_dim", "stablehlo.copy"})
+
+
+def lowering_cases() -> list[Case]:
+    """A few float32 cases covering the rule's shapes: strides, dilations, groups, layouts, ranks."""
+    return [
+        Case((2, 8, 9, 9), (8, 8, 3, 3), dict(window_strides=(2, 1), padding="SAME")),
+        Case((2, 8, 9, 9), (8, 2, 3, 3), dict(window_strides=(1, 1), padding="SAME",
+                                              feature_group_count=4)),
+        Case((2, 8, 9, 9), (16, 1, 3, 3), dict(window_strides=(2, 2), padding="SAME",
+                                               feature_group_count=8)),
+        Case((4, 3, 8, 7), (8, 3, 2, 3), dict(window_strides=(1, 2), padding="VALID",
+                                              batch_group_count=2)),
+        Case((2, 9, 8, 4), (3, 3, 4, 6), dict(window_strides=(1, 2), padding=((1, -1), (2, 0)),
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))),
+        Case((3, 2, 11), (4, 2, 3), dict(window_strides=(2,), padding=((2, -1),),
+                                         lhs_dilation=(2,), rhs_dilation=(3,))),
+        Case((2, 2, 5, 6, 4), (3, 2, 2, 3, 2), dict(window_strides=(1, 2, 1), padding="SAME")),
+    ]
+
+
+def _operations(operation: Any) -> Iterator[Any]:
+    for region in operation.regions:
+        for block in region.blocks:
+            for child in block.operations:
+                yield child.operation
+                yield from _operations(child.operation)
+
+
+def _source(value: Any) -> Any:
+    """The op (or block argument) a value comes from, looking through shape-only ops."""
+    from jax.interpreters import mlir
+
+    while not isinstance(value, mlir.ir.BlockArgument):
+        owner = value.owner.operation
+        if owner.name not in _SHAPE_OPS:
+            return owner
+        value = owner.operands[0]
+    return value
+
+
+def _is_filter(value: Any, rhs_index: int) -> bool:
+    from jax.interpreters import mlir
+
+    source = _source(value)
+    return (isinstance(source, mlir.ir.BlockArgument) and source.arg_number == rhs_index
+            and source.owner.owner.operation.name == "func.func")
+
+
+def rotated_filter_uses(module_text: str, rhs_spatial: Sequence[int], rhs_index: int = 1
+                        ) -> dict[str, int]:
+    """Count, in a StableHLO module, the filter reversals and what consumes them.
+
+    Returns ``reverses`` (``stablehlo.reverse`` of argument ``rhs_index`` over exactly the
+    spatial axes ``rhs_spatial``), ``convolutions`` (convolutions whose filter operand is such a
+    reversal, through reshapes, transposes, slices and converts) and ``multiplies`` (elementwise
+    products with it: the shift-and-add formulation of a depthwise convolution).
+    """
+    from jax.interpreters import mlir
+
+    counts = {"reverses": 0, "convolutions": 0, "multiplies": 0}
+    with mlir.make_ir_context():
+        module = mlir.ir.Module.parse(module_text)
+        operations = list(_operations(module.operation))
+        reverses = []
+        for op in operations:
+            if op.name == "stablehlo.reverse" and _is_filter(op.operands[0], rhs_index):
+                dims = sorted(int(d) for d in op.attributes["dimensions"])
+                if dims == sorted(rhs_spatial):
+                    reverses.append(op)
+        counts["reverses"] = len(reverses)
+        for op in operations:
+            if op.name == "stablehlo.convolution" and _source(op.operands[1]) in reverses:
+                counts["convolutions"] += 1
+            elif op.name == "stablehlo.multiply" and any(
+                    _source(operand) in reverses for operand in op.operands):
+                counts["multiplies"] += 1
+    return counts
+
+
+def lowering_check(platform: str, case: Case) -> dict[str, Any]:
+    """Export jit(grad) of ``sum(sin(op))`` for ``platform`` and look for the rotated filter.
+
+    Passes when the filter is reversed over its spatial axes and the reversal feeds a
+    convolution; on CPU a depthwise case may instead feed the shift-and-add formulation.
+    """
+    from jax import export
+
+    def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.sin(impl.conv_general_dilated(lhs, rhs, **case.kwargs)))
+
+    args = (jax.ShapeDtypeStruct(case.lhs_shape, jnp.float32),
+            jax.ShapeDtypeStruct(case.rhs_shape, jnp.float32))
+    exported = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(*args)
+    config = impl.make_config(*args, **case.kwargs)
+    counts = rotated_filter_uses(exported.mlir_module(), config.dimension_numbers.rhs_spec[2:])
+    feeds = ("convolution" if counts["convolutions"] else
+             "shift-and-add" if counts["multiplies"] else "nothing")
+    ok = counts["reverses"] > 0 and (feeds == "convolution"
+                                     or (platform == "cpu" and feeds == "shift-and-add"))
+    return {"platform": platform, "case": case.describe(), **counts, "rotated_filter_feeds": feeds,
+            "ok": ok}
 
 
 def environment(device: jax.Device) -> dict[str, str]:
@@ -122,6 +356,7 @@ def environment(device: jax.Device) -> dict[str, str]:
     return {
         "platform": device.platform,
         "device": device.device_kind,
+        "device_count": str(len(jax.devices(device.platform))),
         "jax": jax.__version__,
         "jaxlib": importlib.metadata.version("jaxlib"),
         "numpy": np.__version__,

@@ -1,0 +1,363 @@
+"""Benchmarks: jit(grad) of the op against native lax autodiff and PyTorch's CPU autograd.
+
+A shape suite like real models (ResNet 3x3/1x1 at stride 1 and 2, depthwise and grouped,
+dilated, 1-D audio, 3-D video, large batch). Every step is forward + backward of
+``sum(sin(conv(lhs, rhs)))`` with respect to ``(lhs, rhs)``. Repeats are interleaved (each repeat
+runs every implementation once, in turn) so that load from other processes hits all of them
+alike; reports give medians and ratios measured in one run. Used by ``convgrad bench`` and the
+scripts in ``benchmarks/``.
+"""
+
+import dataclasses
+import importlib.metadata
+import importlib.util
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import impl
+
+Step = Callable[[], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """One benchmark case in the default layouts: lhs (N, C, *S), rhs (O, C // groups, *K).
+
+    Padding is symmetric per spatial axis (``pad``), so the same case maps onto PyTorch.
+    """
+
+    name: str
+    kind: str
+    lhs_shape: tuple[int, ...]
+    rhs_shape: tuple[int, ...]
+    stride: int = 1
+    pad: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    def lax_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``conv_general_dilated`` for this case."""
+        n_spatial = len(self.lhs_shape) - 2
+        return dict(window_strides=(self.stride,) * n_spatial,
+                    padding=((self.pad, self.pad),) * n_spatial,
+                    rhs_dilation=(self.dilation,) * n_spatial,
+                    feature_group_count=self.groups)
+
+
+def model_suite() -> list[Shape]:
+    """Shapes from real models, sized so that one step takes ~10-200 ms on two CPU cores."""
+    return [
+        Shape("resnet 3x3 s1", "dense 2-D", (16, 64, 56, 56), (64, 64, 3, 3), pad=1),
+        Shape("resnet 3x3 s2", "dense 2-D", (16, 128, 56, 56), (128, 128, 3, 3), stride=2, pad=1),
+        Shape("resnet 1x1 s1", "dense 2-D", (16, 256, 28, 28), (64, 256, 1, 1)),
+        Shape("resnet 1x1 s2", "dense 2-D", (16, 256, 56, 56), (512, 256, 1, 1), stride=2),
+        Shape("grouped g=8", "grouped", (16, 64, 56, 56), (64, 8, 3, 3), pad=1, groups=8),
+        Shape("resnext g=32", "grouped", (16, 128, 28, 28), (128, 4, 3, 3), pad=1, groups=32),
+        Shape("depthwise 3x3", "depthwise", (16, 64, 56, 56), (64, 1, 3, 3), pad=1, groups=64),
+        Shape("depthwise 3x3 s2", "depthwise", (16, 96, 56, 56), (96, 1, 3, 3), stride=2, pad=1,
+              groups=96),
+        Shape("dilated 3x3 d2", "dilated", (16, 64, 28, 28), (64, 64, 3, 3), pad=2, dilation=2),
+        Shape("audio 1-D k5 s2", "1-D", (8, 64, 8000), (128, 64, 5), stride=2, pad=2),
+        Shape("video 3-D 3x3x3", "3-D", (2, 32, 8, 28, 28), (32, 32, 3, 3, 3), pad=1),
+        Shape("large batch 3x3", "large batch", (256, 32, 16, 16), (32, 32, 3, 3), pad=1),
+    ]
+
+
+def quick_suite() -> list[Shape]:
+    """Tiny shapes for smoke tests: structure, not speed."""
+    return [
+        Shape("tiny 3x3", "dense 2-D", (2, 4, 8, 8), (4, 4, 3, 3), pad=1),
+        Shape("tiny depthwise", "depthwise", (2, 4, 8, 8), (4, 1, 3, 3), pad=1, groups=4),
+    ]
+
+
+def _grad_step(conv: Callable[..., jax.Array], shape: Shape) -> Callable[..., Any]:
+    kwargs = shape.lax_kwargs()
+
+    def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.sin(conv(lhs, rhs, **kwargs)).astype(jnp.float32))
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def _inputs(shape: Shape, dtype: str) -> tuple[jax.Array, jax.Array]:
+    keys = jax.random.split(jax.random.key(0), 2)
+    return (jax.random.normal(keys[0], shape.lhs_shape).astype(dtype),
+            jax.random.normal(keys[1], shape.rhs_shape).astype(dtype))
+
+
+def _compiled(conv: Callable[..., jax.Array], shape: Shape, args: Sequence[jax.Array]
+              ) -> tuple[Step, float, int | None]:
+    """(step, compile seconds, temp bytes) of jit(grad) for ``conv``."""
+    start = time.perf_counter()
+    compiled = _grad_step(conv, shape).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    temp = None if memory is None else int(memory.temp_size_in_bytes)
+    return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp
+
+
+def torch_step(shape: Shape, dtype: str) -> Step | None:
+    """PyTorch CPU autograd of the same loss, or ``None`` without torch (an optional extra)."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
+            3: torch.nn.functional.conv3d}[len(shape.lhs_shape) - 2]
+    torch_dtype = getattr(torch, dtype)
+    generator = torch.Generator().manual_seed(0)
+    lhs = torch.randn(shape.lhs_shape, generator=generator).to(torch_dtype).requires_grad_()
+    rhs = torch.randn(shape.rhs_shape, generator=generator).to(torch_dtype).requires_grad_()
+
+    def step() -> Any:
+        out = conv(lhs, rhs, stride=shape.stride, padding=shape.pad, dilation=shape.dilation,
+                   groups=shape.groups)
+        return torch.autograd.grad(torch.sin(out).float().sum(), (lhs, rhs))
+
+    return step
+
+
+def interleaved_medians(steps: dict[str, Step], repeats: int) -> dict[str, float]:
+    """Median seconds per step; each repeat runs every step once, in a rotating order."""
+    names = list(steps)
+    for step in steps.values():
+        step()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            start = time.perf_counter()
+            steps[name]()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _peak_bytes(device: jax.Device) -> int | None:
+    stats = device.memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def bench_shape(shape: Shape, dtype: str, repeats: int, with_torch: bool) -> dict[str, Any]:
+    """Times, ratios, compile times and memory of one shape in one dtype."""
+    args = _inputs(shape, dtype)
+    ours, ours_compile, ours_temp = _compiled(impl.conv_general_dilated, shape, args)
+    native, native_compile, native_temp = _compiled(lax.conv_general_dilated, shape, args)
+    steps = {"ours": ours, "native": native}
+    torch = torch_step(shape, dtype) if with_torch else None
+    if torch is not None:
+        steps["torch"] = torch
+    device = jax.devices()[0]
+    medians = interleaved_medians(steps, repeats)
+    return {
+        "name": shape.name, "kind": shape.kind, "dtype": dtype,
+        "lhs_shape": list(shape.lhs_shape), "rhs_shape": list(shape.rhs_shape),
+        "options": {key: getattr(shape, key) for key in ("stride", "pad", "dilation", "groups")},
+        "seconds": medians,
+        "ratio_vs_native": medians["ours"] / medians["native"],
+        "ratio_vs_torch": medians["ours"] / medians["torch"] if torch is not None else None,
+        "compile_seconds": {"ours": ours_compile, "native": native_compile},
+        "compile_ratio": ours_compile / native_compile,
+        "temp_bytes": {"ours": ours_temp, "native": native_temp},
+        "peak_bytes": _peak_bytes(device),
+    }
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """Geometric mean (the average of ratios)."""
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median, worst and geometric-mean ratios over every row, and per shape kind."""
+    def stats(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        return {"median": statistics.median(values), "worst": max(values),
+                "best": min(values), "geomean": geometric_mean(values)}
+
+    summary: dict[str, Any] = {
+        "vs_native": stats([row["ratio_vs_native"] for row in rows]),
+        "vs_torch": stats([row["ratio_vs_torch"] for row in rows
+                           if row["ratio_vs_torch"] is not None]),
+        "compile": stats([row["compile_ratio"] for row in rows]),
+        "per_kind": {},
+    }
+    for kind in dict.fromkeys(row["kind"] for row in rows):
+        of_kind = [row for row in rows if row["kind"] == kind]
+        summary["per_kind"][kind] = {
+            "vs_native": stats([row["ratio_vs_native"] for row in of_kind]),
+            "vs_torch": stats([row["ratio_vs_torch"] for row in of_kind
+                               if row["ratio_vs_torch"] is not None]),
+        }
+    return summary
+
+
+def environment() -> dict[str, Any]:
+    """Device and versions, for the report."""
+    device = jax.devices()[0]
+    versions = {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib"),
+                "numpy": np.__version__}
+    if importlib.util.find_spec("torch") is not None:
+        versions["torch"] = importlib.metadata.version("torch")
+    return {"platform": device.platform, "device": device.device_kind,
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": _cpu_count(), "versions": versions}
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def run_suite(shapes: Sequence[Shape], dtypes: Sequence[str], repeats: int, with_torch: bool,
+              progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Benchmark every shape in every dtype; returns the environment, rows and summary."""
+    rows = []
+    for dtype in dtypes:
+        for shape in shapes:
+            row = bench_shape(shape, dtype, repeats, with_torch)
+            progress(format_row(row))
+            rows.append(row)
+    return {"environment": environment(), "repeats": repeats, "rows": rows,
+            "summary": summarize(rows)}
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One line of progress."""
+    return (f"{row['name']:<18} {row['dtype']:<8} ours {_ms(row['seconds']['ours'])} ms, "
+            f"native {_ms(row['seconds']['native'])} ms (x{_ratio(row['ratio_vs_native'])}), "
+            f"torch {_ms(row['seconds'].get('torch'))} ms (x{_ratio(row['ratio_vs_torch'])})")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table with the environment and the summary."""
+    env = report["environment"]
+    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    lines = [
+        f"Device: {env['device']} ({env['platform']}, {env['cpu_count']} cores); {versions}.",
+        f"jit(grad) of sum(sin(conv)) wrt (lhs, rhs); medians of {report['repeats']} interleaved "
+        "repeats; ratio = ours / other (below 1 is faster).",
+        "",
+        "| shape | kind | dtype | lhs | rhs | ours ms | native ms | torch ms | ours/native | "
+        "ours/torch | compile ours/native | temp MB ours/native | peak MB |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in report["rows"]:
+        temps = row["temp_bytes"]
+        temp = ("n/a" if temps["ours"] is None
+                else f"{temps['ours'] / 1e6:.0f}/{temps['native'] / 1e6:.0f}")
+        peak = "n/a" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 1e6:.0f}"
+        lines.append(
+            f"| {row['name']} | {row['kind']} | {row['dtype']} | {tuple(row['lhs_shape'])} | "
+            f"{tuple(row['rhs_shape'])} | {_ms(row['seconds']['ours'])} | "
+            f"{_ms(row['seconds']['native'])} | {_ms(row['seconds'].get('torch'))} | "
+            f"{_ratio(row['ratio_vs_native'])} | {_ratio(row['ratio_vs_torch'])} | "
+            f"{_ratio(row['compile_ratio'])} | {temp} | {peak} |")
+    summary = report["summary"]
+    lines += ["", "| ratio | median | worst | best | geometric mean |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for label, key in (("ours/native", "vs_native"), ("ours/torch", "vs_torch"),
+                       ("compile ours/native", "compile")):
+        stats = summary[key]
+        if stats is not None:
+            lines.append(f"| {label} | {stats['median']:.2f} | {stats['worst']:.2f} | "
+                         f"{stats['best']:.2f} | {stats['geomean']:.2f} |")
+    lines += ["", "| kind | ours/native (geomean) | ours/torch (geomean) |", "| --- | ---: | ---: |"]
+    for kind, stats in summary["per_kind"].items():
+        torch = stats["vs_torch"]
+        lines.append(f"| {kind} | {stats['vs_native']['geomean']:.2f} | "
+                     f"{'n/a' if torch is None else format(torch['geomean'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ratios(report: dict[str, Any]) -> bytes:
+    """A PNG bar chart of ours/native and ours/torch per shape and dtype (log scale)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    labels = [f"{row['name']} ({row['dtype']})" for row in rows]
+    positions = np.arange(len(rows))
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.5))
+    axes.bar(positions - 0.2, [row["ratio_vs_native"] for row in rows], 0.4, label="ours / native lax")
+    torch_ratios = [row["ratio_vs_torch"] or np.nan for row in rows]
+    if not all(np.isnan(torch_ratios)):
+        axes.bar(positions + 0.2, torch_ratios, 0.4, label="ours / PyTorch CPU")
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set_yscale("log")
+    axes.set_ylabel("time ratio (below 1: ours faster)")
+    axes.set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
+    axes.set_title(f"jit(grad) of conv on {report['environment']['device']}")
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+@jax.jit
+def _jitted_backward(x: jax.Array, f: jax.Array, upstream: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jax.vjp(impl.conv2d, x, f)[1](upstream)
+
+
+def reference_scaling(sizes: Sequence[int], kernel: int = 3, repeats: int = 3) -> list[dict[str, Any]]:
+    """The tutorial's NumPy loops (``impl.reference``) vs the jitted op, for n x n inputs."""
+    rows = []
+    for size in sizes:
+        rng = np.random.default_rng(size)
+        x, f = rng.standard_normal((size, size)), rng.standard_normal((kernel, kernel))
+        upstream = rng.standard_normal((size - kernel + 1,) * 2)
+        steps = {"loops": lambda x=x, f=f, g=upstream: impl.reference.conv_backward(g, x, f),
+                 "jitted": lambda x=x, f=f, g=upstream: jax.block_until_ready(
+                     _jitted_backward(x, f, g))}
+        medians = interleaved_medians(steps, repeats)
+        rows.append({"size": size, "kernel": kernel, "seconds": medians,
+                     "speedup": medians["loops"] / medians["jitted"]})
+    return rows
+
+
+def plot_reference(rows: Sequence[dict[str, Any]]) -> bytes:
+    """A log-log PNG of backward time against input size: NumPy loops vs the jitted op."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [row["size"] for row in rows]
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    for key, label in (("loops", "NumPy loops (impl.reference)"), ("jitted", "jitted op (jax.vjp)")):
+        axes.loglog(sizes, [row["seconds"][key] for row in rows], "o-", label=label)
+    axes.set_xlabel("input size n (n x n input, 3x3 filter)")
+    axes.set_ylabel("backward time (s)")
+    axes.set_title("Tutorial loops vs jitted rotated-filter rule")
+    axes.legend()
+    axes.grid(True, which="both", linewidth=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()

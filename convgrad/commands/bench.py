@@ -1,0 +1,81 @@
+"""``convgrad bench``: jit(grad) of the op against native lax autodiff and PyTorch CPU autograd."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from convgrad.io import write_atomic
+
+DEFAULT_REFERENCE_SIZES = (8, 16, 32, 64, 128)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="time jit(grad) of the op against native lax autodiff and PyTorch",
+        description="Time forward+backward of sum(sin(conv)) on a shape suite like real models "
+        "(interleaved repeats, medians, ratios per shape and overall), and the tutorial's NumPy "
+        "loops against the jitted op across growing sizes.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny shapes, float32 only, 2 repeats: checks that it runs")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 9)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma-separated dtypes (default float32,bfloat16)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated substrings: keep shapes whose name contains one")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--out", metavar="DIR",
+                        help="write bench.json, bench.md, bench.png, reference.json and "
+                        "reference.png into DIR")
+    parser.add_argument("--json", metavar="PATH", help="also write the suite's results as JSON")
+    parser.set_defaults(run=run)
+
+
+def _positive(name: str, value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"{name} (={value}) must be positive")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite (and the loops-vs-op scaling), print a table, write the requested files."""
+    from convgrad import bench
+
+    repeats = _positive("--repeats", args.repeats if args.repeats is not None else
+                        (2 if args.quick else 9))
+    dtypes = (args.dtypes or ("float32" if args.quick else "float32,bfloat16")).split(",")
+    for dtype in dtypes:
+        if dtype not in ("float32", "bfloat16", "float16", "float64"):
+            raise ValueError(f"--dtypes entry (={dtype!r}) must be one of float32, bfloat16, "
+                             "float16, float64")
+    shapes = bench.quick_suite() if args.quick else bench.model_suite()
+    if args.only:
+        wanted = args.only.split(",")
+        shapes = [shape for shape in shapes if any(part in shape.name for part in wanted)]
+        if not shapes:
+            raise ValueError(f"--only (={args.only!r}) matches no shape")
+    out = Path(args.out) if args.out else None
+    if out is not None and not out.is_dir():
+        raise ValueError(f"--out (={args.out!r}) must be an existing folder")
+    report = bench.run_suite(shapes, dtypes, repeats, with_torch=not args.no_torch,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    table = bench.markdown(report)
+    print(table)
+    sizes = (8, 16) if args.quick else DEFAULT_REFERENCE_SIZES
+    reference = bench.reference_scaling(sizes, repeats=repeats)
+    for row in reference:
+        print(f"loops vs jitted op, {row['size']}x{row['size']}: "
+              f"{row['seconds']['loops'] * 1e3:.2f} ms vs {row['seconds']['jitted'] * 1e3:.3f} ms "
+              f"(x{row['speedup']:.0f})")
+    payload = json.dumps({**report, "reference_scaling": reference}, indent=2) + "\n"
+    if args.json:
+        write_atomic(args.json, payload)
+    if out is not None:
+        write_atomic(out / "bench.json", payload)
+        write_atomic(out / "bench.md", table)
+        write_atomic(out / "bench.png", bench.plot_ratios(report))
+        write_atomic(out / "reference.png", bench.plot_reference(reference))
+    return 0

@@ -1,0 +1,100 @@
+"""``convgrad crosscheck``: platform selection, lowering for absent platforms, error reporting."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import export, lax
+
+from convgrad import crosscheck
+from convgrad.cli import main
+
+SMALL_CASES = [
+    crosscheck.Case((2, 4, 7, 6), (6, 2, 3, 2), dict(window_strides=(2, 1), padding="SAME",
+                                                     feature_group_count=2)),
+    crosscheck.Case((2, 4, 7, 6), (4, 1, 3, 3), dict(window_strides=(1, 2), padding=((1, -1), (2, 0)),
+                                                     rhs_dilation=(2, 1), feature_group_count=4)),
+]
+
+
+def test_absent_platform_is_a_usage_error(capsys):
+    absent = next(p for p in ("tpu", "gpu") if p not in {d.platform for d in jax.devices()})
+    assert main(["crosscheck", "--platform", absent]) == 2
+    err = capsys.readouterr().err
+    assert f"--platform (={absent}) is not present" in err and "--lower-only" in err
+
+
+def test_unknown_export_platform_is_a_usage_error(capsys):
+    assert main(["crosscheck", "--lower-only", "cpu,metal"]) == 2
+    assert "--lower-only entry (='metal')" in capsys.readouterr().err
+
+
+def test_lower_only_finds_the_rotated_filter_on_every_platform(tmp_path, capsys):
+    path = tmp_path / "lowering.json"
+    assert main(["crosscheck", "--lower-only", "cpu,cuda,rocm,tpu", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["lowering"]
+    assert {row["platform"] for row in rows} == {"cpu", "cuda", "rocm", "tpu"}
+    assert len(rows) == 4 * len(crosscheck.lowering_cases())
+    for row in rows:
+        assert row["ok"] and row["reverses"] >= 1, row
+        if row["platform"] != "cpu":
+            assert row["rotated_filter_feeds"] == "convolution", row
+    assert "rotated filter feeds" in capsys.readouterr().out
+
+
+def _module(fn, *shapes):
+    args = [jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes]
+    return export.export(jax.jit(fn), platforms=["tpu"])(*args).mlir_module()
+
+
+def test_lowering_walk_rejects_programs_without_a_rotated_filter():
+    # Negative controls: the forward alone reverses nothing; reversing the wrong axes (in/out
+    # features) or reversing the input instead of the filter is not the rotated filter.
+    def forward(x, f):
+        return lax.conv_general_dilated(x, f, (1, 1), "SAME")
+
+    def wrong_axes(x, f):
+        return lax.conv_general_dilated(x, lax.rev(f, (0, 1)), (1, 1), "SAME")
+
+    def reversed_input(x, f):
+        return lax.conv_general_dilated(lax.rev(x, (2, 3)), f, (1, 1), "SAME")
+
+    def rotated(x, f):
+        return lax.conv_general_dilated(x, lax.rev(f, (2, 3)), (1, 1), "SAME")
+
+    shapes = ((1, 2, 5, 5), (2, 2, 3, 3))
+    for fn in (forward, wrong_axes, reversed_input):
+        counts = crosscheck.rotated_filter_uses(_module(fn, *shapes), (2, 3))
+        assert counts["convolutions"] == 0, fn.__name__
+    assert crosscheck.rotated_filter_uses(_module(rotated, *shapes), (2, 3))["convolutions"] == 1
+
+
+def test_grid_rows_report_errors_against_native_and_float64_reference():
+    device = jax.devices("cpu")[0]
+    results, rows = crosscheck.run_grid(device, ["float64", "float32"], SMALL_CASES)
+    assert [r.configurations for r in results] == [2, 2]
+    assert all(row.ok and row.precision == "highest" for row in rows)
+    float64_rows = [row for row in rows if row.dtype == "float64"]
+    assert max(row.rel_vs_native for row in float64_rows) <= 1e-12
+    assert max(row.rel_vs_reference for row in float64_rows) <= 1e-12
+
+
+def test_a_wrong_op_is_a_mismatch(monkeypatch):
+    # An op 1% off native must fail against native and against the float64 reference.
+    def wrong(lhs, rhs, *args, **kwargs):
+        return 1.01 * lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+
+    monkeypatch.setattr(crosscheck.impl, "conv_general_dilated", wrong)
+    device = jax.devices("cpu")[0]
+    expected = crosscheck.reference(SMALL_CASES[0])
+    row = crosscheck.check_case(SMALL_CASES[0], "float64", device, expected)
+    assert not row.ok
+    assert row.rel_vs_native > 1e-3 and row.rel_vs_reference > 1e-3
+
+
+def test_inputs_are_exact_in_every_checked_dtype():
+    lhs, rhs, cotangent = crosscheck._exact_inputs(SMALL_CASES[0], seed=3)
+    for array in (lhs, rhs, cotangent):
+        for dtype in ("bfloat16", "float16", "float32"):
+            np.testing.assert_array_equal(np.asarray(jnp.asarray(array, dtype), np.float64), array)
