@@ -145,13 +145,70 @@ def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     return jnp.transpose(out, np.argsort(out_spec))
 
 
+def _spatial_letters(count: int) -> str:
+    return "".join(chr(ord("p") + axis) for axis in range(count))
+
+
+# A window of one tap as a matrix product over features.
+#
+# With k = 1 the sum over taps disappears: O[b, o, p] = Σ_c X̃[b, c, s·p] F[o, c, 0]. Dilating,
+# padding and strided reading of X̃ act on space only and the product with F acts on features
+# only, so they commute: either read the strided positions first and multiply (when the output has
+# fewer positions than the input, e.g. a strided forward), or multiply first and then dilate, pad
+# and read (when it has more, e.g. the input gradient of a strided 1x1 convolution, whose
+# cotangent is mostly inserted zeros).
+def window_one_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A convolution with a 1-tap window (no groups) as ``dot_general`` over features."""
+    in_spatial, _, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_c, rhs_c, _ = _canonical(lhs, rhs, config)
+    space = _spatial_letters(len(out_spatial))
+    matrix = rhs_c.reshape(rhs_c.shape[:2])
+
+    def read(array: jax.Array) -> jax.Array:
+        padded = _dilate_and_pad(array, config)
+        return lax.slice(padded, [0, 0, *(0,) * len(space)],
+                         [*padded.shape[:2], *(s * (m - 1) + 1 for s, m in zip(
+                             config.window_strides, out_spatial, strict=True))],
+                         [1, 1, *config.window_strides])
+
+    def multiply(array: jax.Array) -> jax.Array:
+        return jnp.einsum(f"bc{space},oc->bo{space}", array, matrix)
+
+    if 0 in out_spatial:
+        out = jnp.zeros((lhs_c.shape[0], matrix.shape[0], *out_spatial), lhs_c.dtype)
+    elif np.prod(out_spatial) <= np.prod(in_spatial):
+        out = multiply(read(lhs_c))
+    else:
+        out = read(multiply(lhs_c))
+    return _from_canonical(out, lhs, config)
+
+
+# A single output position as a matrix product over features and taps.
+#
+# With m = 1 (the filter gradient of a 1x1 convolution: its window is the forward's whole output)
+# O[b, o, 0] = Σ_{c, t} X̃[b, c, d·t] F[o, c, t]: read X̃ with step d over the window once, then
+# contract features and taps together in one matrix product.
+def single_output_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A convolution with one output position (no groups) as ``dot_general`` over (c, t)."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_c, rhs_c, _ = _canonical(lhs, rhs, config)
+    padded = _dilate_and_pad(lhs_c, config)
+    region = lax.slice(padded, [0, 0, *(0,) * len(window)],
+                       [*padded.shape[:2], *(d * (k - 1) + 1 for d, k in zip(
+                           config.rhs_dilation, window, strict=True))],
+                       [1, 1, *config.rhs_dilation])
+    space = _spatial_letters(len(window))
+    out = jnp.einsum(f"bc{space},oc{space}->bo", region, rhs_c)
+    return _from_canonical(out.reshape(*out.shape, *out_spatial), lhs, config)
+
+
 def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], config: ConvConfig,
                     dtype: np.dtype) -> Formulation:
     """The fastest exact formulation of this case on XLA's CPU backend (measured, see README)."""
     if not jnp.issubdtype(dtype, jnp.inexact):
         return native
     lhs_spec, rhs_spec, _ = config.dimension_numbers
-    _, window, _ = spatial_shapes(config, lhs_shape, rhs_shape)
+    _, window, _out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
     groups = config.feature_group_count
     batch_groups = config.batch_group_count
     if groups > 1 and rhs_shape[rhs_spec[1]] == 1 and np.prod(window) <= MAX_UNROLLED_TAPS:
@@ -160,6 +217,10 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
         return batch_grouped_blocks
     if 1 < max(groups, batch_groups) <= MAX_PER_GROUP_CONVS:
         return per_group
+    if max(groups, batch_groups) == 1 and np.prod(window) == 1:
+        return window_one_matmul
+    if max(groups, batch_groups) == 1 and np.prod(_out_spatial) == 1:
+        return single_output_matmul
     return native
 
 
