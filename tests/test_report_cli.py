@@ -167,3 +167,15 @@ def test_read_only_folder_is_refused(capsys, tmp_path):
     finally:
         tmp_path.chmod(0o700)
     assert code == 2 and "is not writable" in err
+
+
+def test_general_proofs_report(capsys):
+    code, out, err = run(capsys, "--general")
+    assert code == 0 and err == ""
+    for title in ("## Stride 1", "## Symbolic dilation d", "## Symbolic stride s",
+                  "## Symbolic padding p", "## Stride, dilations and padding at once"):
+        assert title in out
+    assert out.count("Verified: the symbolic steps went through") == 5 and "NOT verified" not in out
+    # Both identities of each proof, with the derivative written as a partial derivative.
+    assert out.count(r"\frac{\partial L}{\partial {X}_{j}} =") >= 5
+    assert out.count("$$") % 2 == 0

@@ -29,7 +29,8 @@ from convgrad.report.model import (
 )
 from convgrad.report.numeric import COMPARISONS, QUANTITIES, CrossCheck
 
-ALL_UP_TO = 6
+ALL_UP_TO = 8
+MATRIX_ALL_UP_TO = 10
 TERMS_UP_TO = 30
 HEAD_TERMS, TAIL_TERMS = 10, 3
 
@@ -39,13 +40,14 @@ TILDE_G = mt.accent(mt.ident("G"), "~", "tilde")
 ROTATED_F = mt.function("rot180", mt.ident("F"))
 
 
-def shown_indices(size: int) -> list[int]:
-    """Indices written out along an axis of ``size``: all up to 6, else the first 3 and last 2.
+def shown_indices(size: int, all_up_to: int = ALL_UP_TO) -> list[int]:
+    """Indices written out along an axis of ``size``: all up to ``all_up_to``, else the first 3
+    and the last 2.
 
     >>> shown_indices(4), shown_indices(64)
     ([0, 1, 2, 3], [0, 1, 2, 62, 63])
     """
-    if size <= ALL_UP_TO:
+    if size <= all_up_to:
         return list(range(size))
     return [0, 1, 2, size - 2, size - 1]
 
@@ -54,13 +56,12 @@ def _shown_cells(shape: Sequence[int]) -> list[tuple[int, int]]:
     return [(r, c) for r in shown_indices(shape[0]) for c in shown_indices(shape[1])]
 
 
-def _summary(shape: Sequence[int]) -> str:
-    rows, cols = shape
-    if rows <= ALL_UP_TO and cols <= ALL_UP_TO:
+def _summary(shape: Sequence[int], all_up_to: int = ALL_UP_TO) -> str:
+    rows, cols = (shown_indices(n, all_up_to) for n in shape)
+    if len(rows) * len(cols) == shape[0] * shape[1]:
         return ""
-    shown = len(shown_indices(rows)) * len(shown_indices(cols))
-    return (f"Showing {shown} of {rows * cols} entries: rows {_list(shown_indices(rows))}, "
-            f"columns {_list(shown_indices(cols))}.")
+    return (f"Showing {len(rows) * len(cols)} of {shape[0] * shape[1]} entries: rows "
+            f"{_list(rows)}, columns {_list(cols)}.")
 
 
 def _list(values: Sequence[int]) -> str:
@@ -69,7 +70,7 @@ def _list(values: Sequence[int]) -> str:
 
 def matrix_math(values: sp.Matrix) -> Math:
     """``values`` as a bracketed matrix, big ones cut to their corners with dots between."""
-    rows, cols = (shown_indices(n) for n in values.shape)
+    rows, cols = (shown_indices(n, MATRIX_ALL_UP_TO) for n in values.shape)
     written = []
     for position, r in enumerate(rows):
         if position and r != rows[position - 1] + 1:
@@ -120,9 +121,15 @@ def _entry_rows(lhs_letter: str, matrix: sp.Matrix, factor_order: str, term_orde
     return Equations(tuple(rows))
 
 
-def _summary_paragraph(shape: Sequence[int]) -> list[Block]:
-    text = _summary(shape)
+def _summary_paragraph(shape: Sequence[int], all_up_to: int = ALL_UP_TO) -> list[Block]:
+    text = _summary(shape, all_up_to)
     return [Paragraph((text,))] if text else []
+
+
+def _matrix_blocks(name: Math, values: sp.Matrix, *middle: Math) -> list[Block]:
+    """``name = [matrix]``, with a line saying which entries are shown when it is big."""
+    return [DisplayMath(mt.join([name, mt.op("="), *middle, matrix_math(values)])),
+            *_summary_paragraph(values.shape, MATRIX_ALL_UP_TO)]
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -169,10 +176,8 @@ def _setup_section(d: Any) -> list[Block]:
             f" is {_shape_text(d.output_shape)}. Indices start at 0; each entry is its own symbol, "
             "so every formula below is exact.",
         )),
-        DisplayMath(mt.join([mt.ident("X"), mt.op("="), matrix_math(d.X)])),
-        *_summary_paragraph(d.X.shape),
-        DisplayMath(mt.join([mt.ident("F"), mt.op("="), matrix_math(d.F)])),
-        *_summary_paragraph(d.F.shape),
+        *_matrix_blocks(mt.ident("X"), d.X),
+        *_matrix_blocks(mt.ident("F"), d.F),
     ]
     return blocks
 
@@ -192,13 +197,13 @@ def _padded(d: Any) -> bool:
 
 def _forward_section(d: Any, with_figures: bool) -> list[Block]:
     kh, kw = d.filter_shape
-    padded_note: tuple[str | Math, ...] = ()
+    source: tuple[str | Math, ...] = ("the input",)
     if _padded(d):
-        padded_note = (" Here ", TILDE_X, " is ", mt.ident("X"), " with its zero padding.")
+        source = ("the input with its zero padding, ", TILDE_X, ",")
     blocks: list[Block] = [
         Heading(2, "Forward pass"),
-        Paragraph(("The output is the valid cross-correlation of the input with the filter, "
-                   f"over a = 0…{kh - 1} and b = 0…{kw - 1}:", *padded_note)),
+        Paragraph(("The output is the valid cross-correlation of ", *source, " with the filter, "
+                   f"over a = 0…{kh - 1} and b = 0…{kw - 1}:")),
         DisplayMath(_forward_formula(d)),
         Paragraph(("Entry by entry:",)),
         *_summary_paragraph(d.O.shape),
@@ -227,8 +232,7 @@ def _loss_section(d: Any) -> list[Block]:
         Paragraph(("gives exactly that gradient at O, so differentiating this L differentiates any "
                    "loss through the convolution. G (",
                    f"{_shape_text(d.output_shape)}) is:")),
-        DisplayMath(mt.join([mt.ident("G"), mt.op("="), matrix_math(d.G)])),
-        *_summary_paragraph(d.G.shape),
+        *_matrix_blocks(mt.ident("G"), d.G),
     ]
     if sum(len(sp.Add.make_args(entry)) for entry in d.O) <= TERMS_UP_TO:
         blocks += [Paragraph(("Written out:",)),
@@ -271,9 +275,9 @@ def _rule_f_section(d: Any) -> list[Block]:
     padded_x: list[Block] = []
     if d.padded_X.shape != d.X.shape:
         padded_x = [Paragraph(("The input padded as the correlation sees it (",
-                               _shape_text(d.padded_X.shape), "):")),
-                    DisplayMath(mt.join([TILDE_X, mt.op("="), matrix_math(d.padded_X)])),
-                    *_summary_paragraph(d.padded_X.shape)]
+                               _shape_text(d.padded_X.shape), "; rows and columns that no "
+                               "window reaches are cut off):")),
+                    *_matrix_blocks(TILDE_X, d.padded_X)]
     return [
         Heading(2, "The rule: ∂L/∂F is a valid correlation"),
         Paragraph((mt.partial(L, mt.ident("F")), " is the valid cross-correlation of the ",
@@ -323,11 +327,8 @@ def _rule_x_section(d: Any, with_figures: bool) -> list[Block]:
                    TILDE_G, " (", _shape_text(d.padded_G.shape), ") is G ", _g_spread_text(d),
                    "zero-padded, and ", mt.join([mt.ident("R"), mt.op("="), ROTATED_F]),
                    f" ({_shape_text(d.rotated_F.shape)}) the filter{_dilated_text(d)} rotated.")),
-        DisplayMath(mt.join([TILDE_G, mt.op("="), matrix_math(d.padded_G)])),
-        *_summary_paragraph(d.padded_G.shape),
-        DisplayMath(mt.join([mt.ident("R"), mt.op("="), ROTATED_F, mt.op("="),
-                             matrix_math(d.rotated_F)])),
-        *_summary_paragraph(d.rotated_F.shape),
+        *_matrix_blocks(TILDE_G, d.padded_G),
+        *_matrix_blocks(mt.ident("R"), d.rotated_F, ROTATED_F, mt.op("=")),
         Paragraph(("Then, over u and v across R:",)),
         DisplayMath(formula),
         Paragraph(("Entry by entry, each the window sum (zeros from the padding included), "

@@ -102,8 +102,8 @@ def partial(of: Math, by: Math) -> Math:
 def function(name: str, argument: Math) -> Math:
     r"""``name(argument)`` with an upright name, e.g. ``rot180(F)``."""
     return Math(rf"\operatorname{{{name}}}({argument.latex})",
-                f"<mrow><mi mathvariant=\"normal\">{name}</mi><mo>(</mo>{argument.mathml}"
-                "<mo>)</mo></mrow>")
+                f"<mrow><mi mathvariant=\"normal\">{name}</mi><mo stretchy=\"false\">(</mo>"
+                f"{argument.mathml}<mo stretchy=\"false\">)</mo></mrow>")
 
 
 def accent(base: Math, mark: str, latex_command: str) -> Math:
@@ -119,10 +119,15 @@ def tuple_math(values: Sequence[object]) -> Math:
 
 
 def matrix(rows: Sequence[Sequence[Math]]) -> Math:
-    """A bracketed matrix of formulas (``bmatrix``; ``mtable`` between stretchy brackets)."""
+    """A bracketed matrix of formulas (``bmatrix``; ``mtable`` between stretchy brackets).
+
+    In MathML every cell gets the same height and depth (``mpadded``), so that rows with
+    subscripts and rows of zeros are evenly spaced, as LaTeX's struts make them.
+    """
     latex_rows = r" \\ ".join(" & ".join(cell.latex for cell in row) for row in rows)
     mathml_rows = "".join(
-        "<mtr>" + "".join(f"<mtd>{cell.mathml}</mtd>" for cell in row) + "</mtr>" for row in rows
+        "<mtr>" + "".join(f'<mtd><mpadded height="0.8em" depth="0.3em">{cell.mathml}</mpadded></mtd>'
+                          for cell in row) + "</mtr>" for row in rows
     )
     return Math(rf"\begin{{bmatrix}} {latex_rows} \end{{bmatrix}}",
                 f"<mrow><mo>[</mo><mtable>{mathml_rows}</mtable><mo>]</mo></mrow>")
@@ -308,7 +313,8 @@ class MathMLPrinter(MathMLPresentationPrinter):
 
     def _print_Mod(self, expr: sp.Mod) -> Element:
         left, right = (self._child(arg) for arg in expr.args)
-        return _node(f"<mrow><mo>(</mo>{left}<mo lspace=\"0.3em\">mod</mo>{right}<mo>)</mo></mrow>")
+        return _node(f"<mrow><mo stretchy=\"false\">(</mo>{left}<mo lspace=\"0.3em\">mod</mo>{right}"
+                     "<mo stretchy=\"false\">)</mo></mrow>")
 
 
 def _node(markup: str) -> Element:
