@@ -211,8 +211,9 @@ def _forward_section(d: Any, with_figures: bool) -> list[Block]:
     ]
     if with_figures:
         blocks.append(Figure(figures.forward_figure(d),
-                             "Forward pass: each output entry is the sum of the orange input cells "
-                             "(the filter's taps; grey cells are zero padding) times the filter.",
+                             "Forward pass: each output entry is the sum of the input cells under "
+                             "the filter's taps (dark orange; light orange where a tap meets the "
+                             "zero padding, grey) times the filter's entries.",
                              "Grids of the padded input with the filter window of several output "
                              "entries highlighted, next to the filter and the output grid."))
     return blocks

@@ -97,9 +97,14 @@ def _outline(ax: Any, view: View, top: int, left: int, height: int, width: int) 
     ax.add_patch(Rectangle(origin, width, height, fill=False, edgecolor="#d9480f", lw=2.4))
 
 
-def _canvas(nrows: int, ncols: int, panel_cells: int) -> tuple[Figure, list[list[Any]]]:
-    inches = min(max(0.42 * panel_cells + 0.8, 1.9), 4.0)
-    figure = Figure(figsize=(inches * ncols, inches * nrows + 0.3), layout="constrained")
+def _canvas(nrows: int, ncols: int, views: Iterable[View]) -> tuple[Figure, list[list[Any]]]:
+    """A grid of empty panels, each sized to the largest view's rows and columns."""
+    views = list(views)
+    cells_down = max(len(rows) for rows, _ in views)
+    cells_across = max(len(cols) for _, cols in views)
+    width = min(max(0.42 * cells_across + 0.8, 1.9), 4.0)
+    height = min(max(0.42 * cells_down + 0.9, 1.5), 4.0)
+    figure = Figure(figsize=(width * ncols, height * nrows + 0.3), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False)
     for row in axes:
@@ -135,7 +140,7 @@ def forward_figure(derivation: Any) -> bytes:
     padded = padded_input(derivation)
     rows, cols = (shown_positions(n) for n in derivation.output_shape)
     views = {(i, j): _view(padded.shape, i * sh, j * sw, height, width) for i in rows for j in cols}
-    figure, axes = _canvas(max(len(rows), 2), len(cols) + 1, _largest(views.values()))
+    figure, axes = _canvas(max(len(rows), 2), len(cols) + 1, views.values())
     (top, _), (left, _) = derivation.padding
 
     def inside(r: int, c: int) -> bool:
@@ -149,8 +154,7 @@ def forward_figure(derivation: Any) -> bytes:
         for b, j in enumerate(cols):
             taps = {cell for cell, _ in forward_taps(derivation, i, j)}
             _draw_grid(axes[a][b + 1], padded,
-                       lambda r, c, taps=taps: CONTRIBUTES if (r, c) in taps
-                       else ("white" if inside(r, c) else GREY),
+                       lambda r, c, taps=taps: _forward_fill(inside(r, c), (r, c) in taps),
                        f"$O_{{{i},{j}}}$: window at ({i * sh}, {j * sw})", views[i, j])
             _outline(axes[a][b + 1], views[i, j], i * sh, j * sw, height, width)
     return _png(figure)
@@ -185,10 +189,6 @@ def rule_taps(derivation: Any, p: int, q: int) -> list[Tap]:
             if rotated[u, v] != 0]
 
 
-def _largest(views: Iterable[View]) -> int:
-    return max(max(len(rows), len(cols)) for rows, cols in views)
-
-
 def _corner(cells: sp.Matrix) -> View:
     """A side panel: all of a small grid, the top-left 8×8 of a big one."""
     return _view(cells.shape, 0, 0, 6, 6)
@@ -211,7 +211,7 @@ def rule_figure(derivation: Any) -> bytes:
     rows = shown_positions(derivation.input_shape[0], prefer=live_rows)
     cols = shown_positions(derivation.input_shape[1], prefer=live_cols)
     views = {(i, j): _view(padded_g.shape, i, j, kh, kw) for i in rows for j in cols}
-    figure, axes = _canvas(max(len(rows), 2), len(cols) + 1, _largest(views.values()))
+    figure, axes = _canvas(max(len(rows), 2), len(cols) + 1, views.values())
     _draw_grid(axes[0][0], rotated_f, lambda r, c: CONTRIBUTES if rotated_f[r, c] != 0 else "white",
                r"rotated filter $\mathrm{rot180}(F)$", _corner(rotated_f))
     _draw_grid(axes[1][0], derivation.G, lambda r, c: BLUE, r"$G = \partial L / \partial O$",
@@ -224,6 +224,12 @@ def rule_figure(derivation: Any) -> bytes:
                        rf"$\partial L / \partial X_{{{i},{j}}}$: window at ({i}, {j})", views[i, j])
             _outline(axes[a][b + 1], views[i, j], i, j, kh, kw)
     return _png(figure)
+
+
+def _forward_fill(holds_x: bool, tap: bool) -> str:
+    if tap:
+        return CONTRIBUTES if holds_x else ORANGE
+    return "white" if holds_x else GREY
 
 
 def _rule_fill(holds_g: bool, tap: bool) -> str:
