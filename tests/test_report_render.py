@@ -103,6 +103,7 @@ def test_latex_compiles_with_pdflatex(case, tmp_path):
         source = general_report([proof], ["tex"])["tex"]
     else:
         source = texts(case)["tex"]
+        assert source.count(r"\cellcolor[HTML]{F59F00}") >= 8  # the figures' taps, as tables
     (tmp_path / "report.tex").write_text(source)
     result = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error",
                              "-no-shell-escape", "report.tex"], cwd=tmp_path, capture_output=True,

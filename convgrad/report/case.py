@@ -210,12 +210,14 @@ def _forward_section(d: Any, with_figures: bool) -> list[Block]:
         _entry_rows("O", d.O, "XF", "F", derivative=False),
     ]
     if with_figures:
-        blocks.append(Figure(figures.forward_figure(d),
+        layout = figures.forward_panels(d)
+        blocks.append(Figure(figures.render_png(layout),
                              "Forward pass: each output entry is the sum of the input cells under "
                              "the filter's taps (dark orange; light orange where a tap meets the "
                              "zero padding, grey) times the filter's entries.",
                              "Grids of the padded input with the filter window of several output "
-                             "entries highlighted, next to the filter and the output grid."))
+                             "entries highlighted, next to the filter and the output grid.",
+                             tuple(tuple(row) for row in layout)))
     return blocks
 
 
@@ -338,12 +340,14 @@ def _rule_x_section(d: Any, with_figures: bool) -> list[Block]:
         Equations(tuple(rows)),
     ]
     if with_figures:
-        blocks.append(Figure(figures.rule_figure(d),
+        layout = figures.rule_panels(d)
+        blocks.append(Figure(figures.render_png(layout),
                              "The full convolution: rot180(F) (orange) slides over the zero-padded "
                              "G; each window position gives one entry of ∂L/∂X, the sum of the "
                              "products where a filter tap meets an entry of G (dark orange).",
                              "Grids of the zero-padded G with the rotated filter's window at "
-                             "several positions, each titled with the entry of dL/dX it gives."))
+                             "several positions, each titled with the entry of dL/dX it gives.",
+                             tuple(tuple(row) for row in layout)))
     return blocks
 
 

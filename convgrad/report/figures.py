@@ -9,6 +9,7 @@ Both return PNG bytes. Positions follow :func:`shown_positions` (all of a small 
 first, middle and last row and column), so big cases draw a handful of panels.
 """
 
+import dataclasses
 import io
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import sympy as sp
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import ScaledTranslation
@@ -71,30 +72,69 @@ def _view(shape: Sequence[int], top: int = 0, left: int = 0, height: int = 0, wi
             range(max(left - 2, 0), min(left + width + 2, shape[1])))
 
 
-def _draw_grid(ax: Any, cells: sp.Matrix, fill: Callable[[int, int], str], title: str,
-               view: View | None = None) -> None:
-    """``cells`` (rows ``view[0]``, columns ``view[1]``) as coloured squares, labelled if few."""
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """One grid of a figure: ``cells`` seen through ``view``, a colour per viewed cell (``fills``,
+    rows of hex strings), an optional window ``outline`` (top, left, height, width) and a title
+    (Matplotlib mathtext, which is also valid LaTeX)."""
+
+    title: str
+    cells: sp.Matrix
+    view: View
+    fills: tuple[tuple[str, ...], ...]
+    outline: tuple[int, int, int, int] | None = None
+
+    @property
+    def heading(self) -> str:
+        """The title, with where the view lies in a grid too big to draw whole."""
+        rows, cols = self.view
+        if len(rows) == self.cells.rows and len(cols) == self.cells.cols:
+            return self.title
+        return (f"{self.title}\nrows {rows.start}–{rows.stop - 1}, columns {cols.start}–"
+                f"{cols.stop - 1} of {self.cells.rows}×{self.cells.cols}")
+
+
+def _panel(title: str, cells: sp.Matrix, fill: Callable[[int, int], str], view: View | None = None,
+           outline: tuple[int, int, int, int] | None = None) -> Panel:
     rows, cols = view or (range(cells.rows), range(cells.cols))
-    colours = np.array([[to_rgb(fill(r, c)) for c in cols] for r in rows])
+    fills = tuple(tuple(to_hex(fill(r, c)) for c in cols) for r in rows)
+    return Panel(title, cells, (rows, cols), fills, outline)
+
+
+def _draw(ax: Any, panel: Panel) -> None:
+    """The panel as coloured squares with labels, its window outlined."""
+    rows, cols = panel.view
+    colours = np.array([[to_rgb(fill) for fill in row] for row in panel.fills])
     ax.imshow(colours, extent=(0, len(cols), len(rows), 0), interpolation="nearest")
     ax.hlines(range(len(rows) + 1), 0, len(cols), colors="#888888", lw=0.6)
     ax.vlines(range(len(cols) + 1), 0, len(rows), colors="#888888", lw=0.6)
     size = 11 if max(len(rows), len(cols)) <= 5 else 8
     for y, r in enumerate(rows):
         for x, c in enumerate(cols):
-            _put_label(ax, x + 0.5, y + 0.5, cells[r, c], size)
-    cropped = len(rows) < cells.rows or len(cols) < cells.cols
-    where = (f"\nrows {rows.start}–{rows.stop - 1}, columns {cols.start}–{cols.stop - 1} of "
-             f"{cells.rows}×{cells.cols}") if cropped else ""
+            _put_label(ax, x + 0.5, y + 0.5, panel.cells[r, c], size)
+    if panel.outline is not None:
+        top, left, height, width = panel.outline
+        ax.add_patch(Rectangle((left - cols.start, top - rows.start), width, height, fill=False,
+                               edgecolor="#d9480f", lw=2.4))
     ax.set_xlim(-0.1, len(cols) + 0.1)
     ax.set_ylim(len(rows) + 0.1, -0.1)
     ax.axis("off")
-    ax.set_title(title + where, fontsize=10)
+    ax.set_title(panel.heading, fontsize=10)
 
 
-def _outline(ax: Any, view: View, top: int, left: int, height: int, width: int) -> None:
-    origin = (left - view[1].start, top - view[0].start)
-    ax.add_patch(Rectangle(origin, width, height, fill=False, edgecolor="#d9480f", lw=2.4))
+Layout = list[list[Panel | None]]
+
+
+def render_png(layout: Layout) -> bytes:
+    """The panels of ``layout`` (rows of panels; None leaves a gap) drawn as one PNG."""
+    panels = [panel for row in layout for panel in row if panel is not None]
+    figure, axes = _canvas(len(layout), max(len(row) for row in layout),
+                           [panel.view for panel in panels])
+    for row, panel_row in zip(axes, layout, strict=False):
+        for ax, panel in zip(row, panel_row, strict=False):
+            if panel is not None:
+                _draw(ax, panel)
+    return _png(figure)
 
 
 def _canvas(nrows: int, ncols: int, views: Iterable[View]) -> tuple[Figure, list[list[Any]]]:
@@ -132,32 +172,37 @@ def padded_input(derivation: Any) -> sp.Matrix:
     return padded
 
 
-def forward_figure(derivation: Any) -> bytes:
+def forward_panels(derivation: Any) -> Layout:
     """The forward pass: windows of chosen ``O[i, j]`` over the zero-padded input, F and O."""
     (sh, sw), (dh, dw) = derivation.stride, derivation.dilation
     kh, kw = derivation.filter_shape
     height, width = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     padded = padded_input(derivation)
     rows, cols = (shown_positions(n) for n in derivation.output_shape)
-    views = {(i, j): _view(padded.shape, i * sh, j * sw, height, width) for i in rows for j in cols}
-    figure, axes = _canvas(max(len(rows), 2), len(cols) + 1, views.values())
     (top, _), (left, _) = derivation.padding
 
     def inside(r: int, c: int) -> bool:
         return top <= r < top + derivation.X.rows and left <= c < left + derivation.X.cols
 
-    _draw_grid(axes[0][0], derivation.F, lambda r, c: BLUE, "filter $F$", _corner(derivation.F))
     names = _names("O", derivation.output_shape)
-    _draw_grid(axes[1][0], names, lambda r, c: BLUE if r in rows and c in cols else "white",
-               "output $O$", _corner(names))
+    side = [_panel("filter $F$", derivation.F, lambda r, c: BLUE, _corner(derivation.F)),
+            _panel("output $O$", names, lambda r, c: BLUE if r in rows and c in cols else "white",
+                   _corner(names))]
+    layout: Layout = [[side[a] if a < 2 else None] for a in range(max(len(rows), 2))]
     for a, i in enumerate(rows):
-        for b, j in enumerate(cols):
+        for j in cols:
             taps = {cell for cell, _ in forward_taps(derivation, i, j)}
-            _draw_grid(axes[a][b + 1], padded,
-                       lambda r, c, taps=taps: _forward_fill(inside(r, c), (r, c) in taps),
-                       f"$O_{{{i},{j}}}$: window at ({i * sh}, {j * sw})", views[i, j])
-            _outline(axes[a][b + 1], views[i, j], i * sh, j * sw, height, width)
-    return _png(figure)
+            view = _view(padded.shape, i * sh, j * sw, height, width)
+            layout[a].append(_panel(
+                f"$O_{{{i},{j}}}$: window at ({i * sh}, {j * sw})", padded,
+                lambda r, c, taps=taps: _forward_fill(inside(r, c), (r, c) in taps), view,
+                (i * sh, j * sw, height, width)))
+    return layout
+
+
+def forward_figure(derivation: Any) -> bytes:
+    """:func:`forward_panels` as a PNG."""
+    return render_png(forward_panels(derivation))
 
 
 Tap = tuple[tuple[int, int], tuple[int, int]]
@@ -203,27 +248,31 @@ def _nonzero_lines(values: sp.Matrix) -> tuple[set[int], set[int]]:
     return {r for r, _ in entries}, {c for _, c in entries}
 
 
-def rule_figure(derivation: Any) -> bytes:
+def rule_panels(derivation: Any) -> Layout:
     """The full convolution: rot180(F) at the window of chosen ``dL/dX[i, j]`` over padded G."""
     padded_g, rotated_f = derivation.padded_G, derivation.rotated_F
     kh, kw = rotated_f.shape
     live_rows, live_cols = _nonzero_lines(derivation.rule_dL_dX)
     rows = shown_positions(derivation.input_shape[0], prefer=live_rows)
     cols = shown_positions(derivation.input_shape[1], prefer=live_cols)
-    views = {(i, j): _view(padded_g.shape, i, j, kh, kw) for i in rows for j in cols}
-    figure, axes = _canvas(max(len(rows), 2), len(cols) + 1, views.values())
-    _draw_grid(axes[0][0], rotated_f, lambda r, c: CONTRIBUTES if rotated_f[r, c] != 0 else "white",
-               r"rotated filter $\mathrm{rot180}(F)$", _corner(rotated_f))
-    _draw_grid(axes[1][0], derivation.G, lambda r, c: BLUE, r"$G = \partial L / \partial O$",
-               _corner(derivation.G))
+    side = [_panel(r"rotated filter $\mathrm{rot180}(F)$", rotated_f,
+                   lambda r, c: CONTRIBUTES if rotated_f[r, c] != 0 else "white", _corner(rotated_f)),
+            _panel(r"$G = \partial L / \partial O$", derivation.G, lambda r, c: BLUE,
+                   _corner(derivation.G))]
+    layout: Layout = [[side[a] if a < 2 else None] for a in range(max(len(rows), 2))]
     for a, i in enumerate(rows):
-        for b, j in enumerate(cols):
+        for j in cols:
             taps = {cell for cell, _ in rule_taps(derivation, i, j)}
-            _draw_grid(axes[a][b + 1], padded_g,
-                       lambda r, c, taps=taps: _rule_fill(padded_g[r, c] != 0, (r, c) in taps),
-                       rf"$\partial L / \partial X_{{{i},{j}}}$: window at ({i}, {j})", views[i, j])
-            _outline(axes[a][b + 1], views[i, j], i, j, kh, kw)
-    return _png(figure)
+            layout[a].append(_panel(
+                rf"$\partial L / \partial X_{{{i},{j}}}$: window at ({i}, {j})", padded_g,
+                lambda r, c, taps=taps: _rule_fill(padded_g[r, c] != 0, (r, c) in taps),
+                _view(padded_g.shape, i, j, kh, kw), (i, j, kh, kw)))
+    return layout
+
+
+def rule_figure(derivation: Any) -> bytes:
+    """:func:`rule_panels` as a PNG."""
+    return render_png(rule_panels(derivation))
 
 
 def _forward_fill(holds_x: bool, tap: bool) -> str:

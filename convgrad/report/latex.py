@@ -2,7 +2,7 @@ r"""A standalone LaTeX document (``article``, ``amsmath``) that compiles with pd
 
 Equations are ``align*`` environments that may break across pages; the Unicode the text uses
 (∂, ×, Σ, …) is declared in the preamble. Figures are bitmaps that a single ``.tex`` file cannot
-hold: the LaTeX report says where to find them (the HTML and Markdown reports embed them).
+hold: the LaTeX report draws their grids natively, as tables of coloured cells (``colortbl``).
 
 >>> from convgrad.report.model import Document, Heading
 >>> tex = render(Document("T", [Heading(2, "100% exact_")]))
@@ -10,8 +10,10 @@ hold: the LaTeX report says where to find them (the HTML and Markdown reports em
 (True, True)
 """
 
+from typing import Any
+
 from convgrad.report.markdown import aligned_rows
-from convgrad.report.mathtext import Math
+from convgrad.report.mathtext import ENTRY_NAME, Math
 from convgrad.report.model import (
     Block,
     DisplayMath,
@@ -33,6 +35,7 @@ UNICODE = {
 PREAMBLE = r"""\documentclass[11pt]{article}
 \usepackage[a4paper,margin=2cm]{geometry}
 \usepackage{amsmath,amssymb}
+\usepackage[table]{xcolor}
 \usepackage{booktabs}
 \allowdisplaybreaks
 \setcounter{MaxMatrixCols}{40}
@@ -86,6 +89,43 @@ def _block(block: Block) -> str:
         lines += [r"\bottomrule", r"\end{tabular}"]
         return "\\begin{center}\n" + "\n".join(lines) + "\n\\end{center}"
     if isinstance(block, Figure):
-        return (r"\begin{quote}\emph{Figure (in the HTML and Markdown reports): "
-                + escape(block.caption) + r"}\end{quote}")
+        return _figure(block)
     raise TypeError(f"block (={type(block).__name__}) is not a known block type")
+
+
+def _panel(panel: Any) -> str:
+    """A grid as a tabular of coloured cells under its title (the title is mathtext = LaTeX)."""
+    rows, cols = panel.view
+    lines = []
+    for r, fills in zip(rows, panel.fills, strict=True):
+        cells = [rf"\cellcolor[HTML]{{{fill.lstrip('#').upper()}}}{_grid_label(panel.cells[r, c])}"
+                 for c, fill in zip(cols, fills, strict=True)]
+        lines.append(" & ".join(cells) + r" \\ \hline")
+    title = r" \\ ".join(_title_line(line) for line in panel.heading.split("\n"))
+    spec = "|" + "c|" * len(cols)
+    return (rf"\begin{{tabular}}[t]{{c}}{title} \\[2pt]\setlength{{\tabcolsep}}{{2pt}}"
+            rf"\begin{{tabular}}{{{spec}}}\hline " + " ".join(lines) + r"\end{tabular}\end{tabular}")
+
+
+def _title_line(line: str) -> str:
+    """A panel title: text escaped, ``$...$`` kept as math."""
+    parts = line.split("$")
+    return r"\scriptsize " + "".join(
+        f"${part}$" if position % 2 else escape(part) for position, part in enumerate(parts))
+
+
+def _grid_label(value: object) -> str:
+    match = ENTRY_NAME.match(str(value))
+    if match is None:
+        return r"\tiny\color{gray}" + escape(str(value))
+    return rf"\tiny${match.group(1)}_{{{match.group(2)},{match.group(3)}}}$"
+
+
+def _figure(block: Figure) -> str:
+    """The figure's grids drawn natively; the caption below."""
+    if not block.panels:
+        return rf"\begin{{quote}}\emph{{{escape(block.caption)}}}\end{{quote}}"
+    rows = [r"\quad ".join(_panel(panel) for panel in row if panel is not None)
+            for row in block.panels]
+    return ("\\begin{center}\n" + "\n\n\\medskip\n".join(rows) + "\n\n\\medskip\n"
+            + rf"\parbox{{0.9\linewidth}}{{\small\emph{{{escape(block.caption)}}}}}" + "\n\\end{center}")

@@ -11,6 +11,7 @@ of terms that a renderer may break over lines), tables of plain text and figures
 """
 
 import dataclasses
+from typing import Any
 
 from convgrad.report.mathtext import Math
 
@@ -66,11 +67,16 @@ class Table:
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
-    """A PNG picture with a caption (``alt`` describes it for screen readers)."""
+    """A PNG picture with a caption (``alt`` describes it for screen readers).
+
+    ``panels`` are the grids it draws (rows of ``convgrad.report.figures.Panel`` or None), for
+    formats that draw them natively instead (LaTeX).
+    """
 
     png: bytes
     caption: str
     alt: str
+    panels: tuple[tuple[Any, ...], ...] = ()
 
 
 Block = Heading | Paragraph | DisplayMath | Equations | Table | Figure
