@@ -49,7 +49,8 @@ def default_grid() -> Iterator[Case]:
     """Spatial ranks 1-3, every padding kind incl. negative, strides, dilations, groups, layouts.
 
     Includes the cases that take the CPU formulations of ``impl._formulations`` (dense per group,
-    depthwise shift-and-add with a channel multiplier, one batch element per batch group).
+    depthwise shift-and-add with a channel multiplier, one batch element per batch group, 1x1
+    matrix products, polyphase input dilation, 3-D folded to 2-D).
     """
     paddings_2d = ("VALID", "SAME", "SAME_LOWER", ((1, 2), (0, 1)), ((-1, 2), (2, -1)))
     for padding, strides, rhs_dil in itertools.product(paddings_2d, ((1, 1), (2, 3)),
@@ -58,6 +59,7 @@ def default_grid() -> Iterator[Case]:
                                                     rhs_dilation=rhs_dil))
     yield Case((2, 4, 7, 6), (6, 4, 3, 2), dict(window_strides=(2, 1), padding=((1, 1), (2, 0)),
                                                 lhs_dilation=(2, 3)))
+    yield Case((2, 4, 9, 8), (5, 4, 1, 1), dict(window_strides=(2, 3), padding=((1, -1), (0, 2))))
     yield Case((2, 6, 8, 7), (9, 2, 3, 3), dict(window_strides=(2, 2), padding="SAME",
                                                 feature_group_count=3))
     yield Case((2, 4, 9, 8), (8, 1, 3, 2), dict(window_strides=(2, 1), padding=((1, -1), (2, 0)),

@@ -14,6 +14,7 @@ gradient of a grouped convolution is a *batch*-grouped convolution, which is slo
 """
 
 import itertools
+import math
 from collections.abc import Callable
 
 import jax
@@ -30,6 +31,8 @@ MAX_UNROLLED_TAPS = 49
 MAX_PER_GROUP_CONVS = 32
 # Batch elements per dense block in ``batch_grouped_blocks`` (16 measured best, b = 4..64).
 BATCH_GROUP_BLOCK = 16
+# Most phases (product of lhs dilations) ``polyphase`` splits into.
+MAX_PHASES = 16
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -202,24 +205,137 @@ def single_output_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     return _from_canonical(out.reshape(*out.shape, *out_spatial), lhs, config)
 
 
+# Input dilation by polyphase decomposition.
+#
+# With lhs dilation s (the input gradient of a convolution with stride s), window stride 1 and
+# rhs dilation d, O[j] = Σ_t X̃[j + d·t] F[t] where X̃ is X with s - 1 zeros between entries, padded
+# by (lo, hi): most products are with inserted zeros. Split the outputs by phase r = j mod s: only
+# taps with d·t ≡ lo - r (mod s) meet real inputs, namely t = t_r + k·T with T = s / gcd(s, d), and
+# then X̃[s·q + r + d·t] = X[q + c_r + k·d/gcd(s, d)] with c_r = (r + d·t_r - lo) / s. So phase r is
+# an undilated convolution of X with the sub-filter F[t_r::T] (rhs dilation d / gcd(s, d), low
+# padding -c_r, high padding whatever gives ceil((m - r) / s) outputs), and the phases interleave
+# into O. Per spatial axis, so a 2-D stride-2 input gradient is four small convolutions, each
+# dispatched to its own best formulation, instead of one on a 4x larger, mostly zero input.
+def _axis_phases(n: int, k: int, m: int, s: int, d: int, lo: int) -> list[tuple[int, ...]]:
+    """Per phase r < s: (sub-filter start t_r, taps K_r, step T, rhs dilation, low pad, outputs)."""
+    step = s // math.gcd(s, d)
+    phases = []
+    for r in range(s):
+        outputs = max(0, -(-(m - r) // s))
+        taps = [t for t in range(k) if (r + d * t - lo) % s == 0]
+        first = taps[0] if taps else 0
+        phases.append((first, len(taps), step, d * step // s, -((r + d * first - lo) // s), outputs))
+    return phases
+
+
+def polyphase(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A convolution with lhs dilation (and unit window strides) as one convolution per phase."""
+    _, rhs_spec, out_spec = config.dimension_numbers
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    axes = [_axis_phases(n, k, m, s, d, lo) for n, k, m, s, d, (lo, _) in zip(
+        in_spatial, window, out_spatial, config.lhs_dilation, config.rhs_dilation,
+        config.padding, strict=True)]
+    out_shape = list(jax.eval_shape(lambda: native(lhs, rhs, config)).shape)
+
+    def phase(choice: tuple[int, ...]) -> jax.Array:
+        picked = [axis[r] for axis, r in zip(axes, choice, strict=True)]
+        shape = list(out_shape)
+        for position, (*_, outputs) in zip(out_spec[2:], picked, strict=True):
+            shape[position] = outputs
+        if any(taps == 0 for _, taps, *_ in picked) or 0 in shape:
+            return jnp.zeros(shape, config.preferred_element_type or lhs.dtype)
+        start, limit, strides = [0] * rhs.ndim, list(rhs.shape), [1] * rhs.ndim
+        for position, (first, taps, step, *_) in zip(rhs_spec[2:], picked, strict=True):
+            start[position], limit[position] = first, first + step * (taps - 1) + 1
+            strides[position] = step
+        sub_rhs = lax.slice(rhs, start, limit, strides)
+        padding = tuple((low, outputs - n - low + dil * (taps - 1)) for n, (_, taps, _, dil, low,
+                        outputs) in zip(in_spatial, picked, strict=True))
+        sub = ConvConfig(**{**config.as_lax_kwargs(), "padding": padding,
+                            "lhs_dilation": (1,) * len(window),
+                            "rhs_dilation": tuple(p[3] for p in picked)})
+        return cpu_formulation(lhs.shape, sub_rhs.shape, sub, lhs.dtype)(lhs, sub_rhs, sub)
+
+    def combine(prefix: tuple[int, ...]) -> jax.Array:
+        axis = len(prefix)
+        if axis == len(axes):
+            return phase(prefix)
+        position, s, m = out_spec[2 + axis], config.lhs_dilation[axis], out_spatial[axis]
+        longest = -(-m // s)
+        parts = []
+        for r in range(s):
+            part = combine((*prefix, r))
+            pad = [(0, 0, 0)] * part.ndim
+            pad[position] = (0, longest - part.shape[position], 0)
+            parts.append(lax.pad(part, jnp.zeros((), part.dtype), pad))
+        woven = jnp.stack(parts, axis=position + 1)
+        shape = list(parts[0].shape)
+        shape[position] = longest * s
+        return lax.slice_in_dim(woven.reshape(shape), 0, m, axis=position)
+
+    return combine(())
+
+
+# Three or more spatial axes as a convolution of one rank less.
+#
+# Along the first spatial axis z, O[b, o, z, ·] = Σ_{c, t_z} Σ_rest X̃[b, c, s·z + d·t_z, ·]
+# F[o, c, t_z, ·]: gather the k_z strided copies X̃[:, :, s·z + d·t_z] for every output z, fold z
+# into the batch (b, z) and the taps t_z into the input features (c, t_z), and it is one
+# convolution over the remaining axes with the filter reshaped to (O, I·k_z, ·). Channel-major
+# feature order keeps feature groups intact; batch-major order keeps batch groups intact. XLA's CPU
+# backend has fast 2-D convolution kernels but slow 3-D ones.
+def fold_first_axis(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A convolution with >= 3 spatial axes as one with the first spatial axis folded away."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    lhs_c, rhs_c = jnp.transpose(lhs, lhs_spec), jnp.transpose(rhs, rhs_spec)
+    batch, features, taps, outputs = *lhs_c.shape[:2], window[0], out_spatial[0]
+    stride, dilation = config.window_strides[0], config.rhs_dilation[0]
+    (low, high), rest = config.padding[0], lhs_c.ndim - 3
+    padded = lax.pad(lhs_c, jnp.zeros((), lhs_c.dtype),
+                     [(0, 0, 0), (0, 0, 0), (low, high, config.lhs_dilation[0] - 1),
+                      *[(0, 0, 0)] * rest])
+    copies = [lax.slice_in_dim(padded, dilation * t, dilation * t + stride * (outputs - 1) + 1,
+                               stride, axis=2) for t in range(taps)]
+    columns = jnp.moveaxis(jnp.stack(copies, axis=3), 2, 1)
+    columns = columns.reshape(batch * outputs, features * taps, *columns.shape[4:])
+    filters = rhs_c.reshape(rhs_c.shape[0], rhs_c.shape[1] * taps, *rhs_c.shape[3:])
+    canonical = tuple(range(rest + 2))
+    sub = ConvConfig(**{**config.as_lax_kwargs(), "window_strides": config.window_strides[1:],
+                        "padding": config.padding[1:], "lhs_dilation": config.lhs_dilation[1:],
+                        "rhs_dilation": config.rhs_dilation[1:],
+                        "dimension_numbers": lax.ConvDimensionNumbers(canonical, canonical,
+                                                                      canonical)})
+    out = cpu_formulation(columns.shape, filters.shape, sub, columns.dtype)(columns, filters, sub)
+    out = jnp.moveaxis(out.reshape(-1, outputs, *out.shape[1:]), 1, 2)
+    return jnp.transpose(out, np.argsort(out_spec))
+
+
 def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], config: ConvConfig,
                     dtype: np.dtype) -> Formulation:
     """The fastest exact formulation of this case on XLA's CPU backend (measured, see README)."""
     if not jnp.issubdtype(dtype, jnp.inexact):
         return native
     lhs_spec, rhs_spec, _ = config.dimension_numbers
-    _, window, _out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
+    _, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
     groups = config.feature_group_count
     batch_groups = config.batch_group_count
+    dense = max(groups, batch_groups) == 1
+    if dense and np.prod(window) == 1:
+        return window_one_matmul
+    if (max(config.lhs_dilation) > 1 and max(config.window_strides) == 1 and batch_groups == 1
+            and np.prod(config.lhs_dilation) <= MAX_PHASES and 0 not in lhs_shape):
+        return polyphase
+    if len(window) >= 3 and 0 not in lhs_shape and 0 not in out_spatial and (
+            window[0] <= MAX_UNROLLED_TAPS):
+        return fold_first_axis
     if groups > 1 and rhs_shape[rhs_spec[1]] == 1 and np.prod(window) <= MAX_UNROLLED_TAPS:
         return depthwise_taps
     if 1 < batch_groups == lhs_shape[lhs_spec[0]]:
         return batch_grouped_blocks
     if 1 < max(groups, batch_groups) <= MAX_PER_GROUP_CONVS:
         return per_group
-    if max(groups, batch_groups) == 1 and np.prod(window) == 1:
-        return window_one_matmul
-    if max(groups, batch_groups) == 1 and np.prod(_out_spatial) == 1:
+    if dense and np.prod(out_spatial) == 1:
         return single_output_matmul
     return native
 
