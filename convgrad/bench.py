@@ -151,10 +151,11 @@ def bench_shape(shape: Shape, dtype: str, repeats: int, with_torch: bool) -> dic
     ours, ours_compile, ours_temp = _compiled(impl.conv_general_dilated, shape, args)
     native, native_compile, native_temp = _compiled(lax.conv_general_dilated, shape, args)
     steps = {"ours": ours, "native": native}
-    torch = torch_step(shape, dtype) if with_torch else None
+    device = jax.devices()[0]
+    # PyTorch runs on the CPU: a ratio against it only means something for a CPU run.
+    torch = torch_step(shape, dtype) if with_torch and device.platform == "cpu" else None
     if torch is not None:
         steps["torch"] = torch
-    device = jax.devices()[0]
     medians = interleaved_medians(steps, repeats)
     return {
         "name": shape.name, "kind": shape.kind, "dtype": dtype,
