@@ -21,7 +21,8 @@ from convgrad.cli import UsageError
 from convgrad.io import write_atomic
 
 PADDING_KINDS = ("VALID", "SAME", "SAME_LOWER")
-CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1"}
+CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1",
+                 "batch": "1", "channels": "1x1", "groups": "1"}
 SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".html": "html", ".htm": "html",
             ".json": "json"}
 
@@ -31,9 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "report",
         help="write the exact derivation of a convolution's gradients as a report",
-        description="Derive dL/dX and dL/dF of a single-channel 2-D convolution exactly, show "
-        "they equal the rotated-filter rule, cross-check them numerically, and write it all as "
-        "Markdown (default, on stdout), LaTeX, HTML with MathML, or JSON.",
+        description="Derive dL/dX and dL/dF of a 2-D convolution (single channel, or with a "
+        "batch, channels and feature groups) exactly, show they equal the rotated-filter rule, "
+        "cross-check them numerically, and write it all as Markdown (default, on stdout), LaTeX, "
+        "HTML with MathML, or JSON.",
     )
     parser.add_argument("--input", default=CASE_DEFAULTS["input"], metavar="HxW",
                         help="input size (default 3x3)")
@@ -46,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "axis (PH,PW) or low:high per axis (T:B,L:R)")
     parser.add_argument("--dilation", default=CASE_DEFAULTS["dilation"], metavar="D|DH,DW",
                         help="filter dilation, one integer or one per axis (default 1)")
+    parser.add_argument("--batch", default=CASE_DEFAULTS["batch"], metavar="N",
+                        help="batch size (default 1)")
+    parser.add_argument("--channels", default=CASE_DEFAULTS["channels"], metavar="CIN[xCOUT]",
+                        help="input and output channels, e.g. 4x6 (default 1x1; one number: "
+                        "the same in and out)")
+    parser.add_argument("--groups", default=CASE_DEFAULTS["groups"], metavar="G",
+                        help="feature groups (feature_group_count); must divide both channel "
+                        "counts (default 1)")
     parser.add_argument("--general", action="store_true",
                         help="the symbolic-size proofs of the rule instead of one case")
     parser.add_argument("--format", action="append", metavar="FMT",
@@ -58,15 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def parse_size(option: str, text: str) -> tuple[int, int]:
-    """``"HxW"`` (or ``"N"`` for NxN) as two positive ints.
+def parse_size(option: str, text: str, form: str = "HxW", example: str = "3x3") -> tuple[int, int]:
+    """``"HxW"`` (or ``"N"`` for NxN) as two positive ints; ``form`` and ``example`` word the error.
 
     >>> parse_size("--input", "5x4"), parse_size("--filter", "3")
     ((5, 4), (3, 3))
     """
     match = re.fullmatch(r"\s*(\d+)\s*(?:[x×X]\s*(\d+)\s*)?", text)
     if match is None:
-        raise UsageError(f"{option} (={text!r}) must be HxW with positive integers, e.g. 3x3")
+        raise UsageError(f"{option} (={text!r}) must be {form} with positive integers, e.g. {example}")
     sizes = (int(match.group(1)), int(match.group(2) or match.group(1)))
     if min(sizes) < 1:
         raise UsageError(f"{option} (={text!r}) must have sizes of at least 1")
@@ -86,6 +96,33 @@ def parse_per_axis(option: str, text: str, minimum: int) -> tuple[int, int]:
     if min(values) < minimum:
         raise UsageError(f"{option} (={text!r}) must have values of at least {minimum}")
     return values
+
+
+def parse_count(option: str, text: str) -> int:
+    """One positive integer.
+
+    >>> parse_count("--batch", " 2 ")
+    2
+    """
+    match = re.fullmatch(r"\s*(-?\d+)\s*", text)
+    if match is None or int(match.group(1)) < 1:
+        raise UsageError(f"{option} (={text!r}) must be a positive integer")
+    return int(match.group(1))
+
+
+def parse_channels(args: argparse.Namespace) -> tuple[int, tuple[int, int], int]:
+    """``(batch, (in, out), groups)`` from ``--batch``, ``--channels``, ``--groups``.
+
+    >>> parse_channels(argparse.Namespace(batch="2", channels="4x6", groups="2"))
+    (2, (4, 6), 2)
+    """
+    batch = parse_count("--batch", args.batch)
+    channels = parse_size("--channels", args.channels, "CIN or CINxCOUT", "4x6")
+    groups = parse_count("--groups", args.groups)
+    if channels[0] % groups or channels[1] % groups:
+        raise UsageError(f"--groups (={args.groups!r}) must divide both channel counts "
+                         f"(--channels {channels[0]}x{channels[1]})")
+    return batch, channels, groups
 
 
 def parse_padding(text: str) -> str | tuple[tuple[int, int], tuple[int, int]]:
@@ -171,18 +208,29 @@ def _progress() -> Callable[[str, int, int], None] | None:
     return report
 
 
-def _case_texts(args: argparse.Namespace, formats: list[str], figures: bool) -> dict[str, str]:
+def _derivation(args: argparse.Namespace) -> object:
+    """``derive.derive_2d`` of the case, or ``derive.derive_conv`` (NCHW / OIHW) when it has a
+    batch, channels or groups."""
     import derive
+
+    spatial_input = parse_size("--input", args.input)
+    spatial_filter = parse_size("--filter", args.filter)
+    stride, dilation = (parse_per_axis(f"--{name}", getattr(args, name), 1)
+                        for name in ("stride", "dilation"))
+    padding = parse_padding(args.padding)
+    batch, (inputs, outputs), groups = parse_channels(args)
+    if (batch, inputs, outputs, groups) == (1, 1, 1, 1):
+        return derive.derive_2d(spatial_input, spatial_filter, stride=stride, padding=padding,
+                                dilation=dilation, progress=_progress())
+    return derive.derive_conv(
+        (batch, inputs, *spatial_input), (outputs, inputs // groups, *spatial_filter), stride,
+        padding, rhs_dilation=dilation, feature_group_count=groups, progress=_progress())
+
+
+def _case_texts(args: argparse.Namespace, formats: list[str], figures: bool) -> dict[str, str]:
     from convgrad.report import case_report
 
-    derivation = derive.derive_2d(
-        parse_size("--input", args.input), parse_size("--filter", args.filter),
-        stride=parse_per_axis("--stride", args.stride, 1),
-        padding=parse_padding(args.padding),
-        dilation=parse_per_axis("--dilation", args.dilation, 1),
-        progress=_progress(),
-    )
-    return case_report(derivation, formats, figures=figures, seed=args.seed)
+    return case_report(_derivation(args), formats, figures=figures, seed=args.seed)
 
 
 def _general_texts(args: argparse.Namespace, formats: list[str]) -> dict[str, str]:
@@ -208,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
     targets = _targets(formats, args.output)
     for name in ("input", "filter"):
         parse_size(f"--{name}", getattr(args, name))
+    parse_channels(args)
     # Figures are bitmaps: left out of Markdown shown on a terminal, kept everywhere else.
     figures = targets is not None or not sys.stdout.isatty() or formats != ["md"]
     texts = (_general_texts(args, formats) if args.general

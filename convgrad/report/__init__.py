@@ -1,7 +1,8 @@
 r"""Derivation reports: one document model, rendered as Markdown, LaTeX, HTML (MathML) or JSON.
 
-:func:`case_report` writes a ``derive.Derivation2D`` (one concrete case) in every format asked
-for; :func:`general_report` writes derive's symbolic-size proofs. The command ``convgrad report``
+:func:`case_report` writes one concrete case, a ``derive.Derivation2D`` (single channel) or a
+2-D ``derive.ConvDerivation`` (batch, channels, feature groups; NCHW / OIHW), in every format
+asked for; :func:`general_report` writes derive's symbolic-size proofs. The command ``convgrad report``
 is the front end (``convgrad/commands/report.py``).
 
 >>> import derive
@@ -15,9 +16,11 @@ from typing import Any
 
 from convgrad.report import htmlpage, jsondata, latex, markdown
 from convgrad.report.case import case_document
+from convgrad.report.channels import channels_document, check_supported
 from convgrad.report.general import general_data, general_document
 from convgrad.report.model import Document
 from convgrad.report.numeric import CrossCheck, cross_check
+from derive import ConvDerivation
 
 FORMATS = {"md": ".md", "tex": ".tex", "html": ".html", "json": ".json"}
 RENDERERS = {"md": markdown.render, "tex": latex.render, "html": htmlpage.render}
@@ -39,14 +42,20 @@ def case_report(derivation: Any, formats: Sequence[str], *, figures: bool = True
                 seed: int = 0) -> dict[str, str]:
     """The report of one case in each of ``formats`` (``"md"``, ``"tex"``, ``"html"``, ``"json"``).
 
-    ``derivation`` is a ``derive.Derivation2D``; ``figures`` False leaves the pictures out of the
-    Markdown and HTML; ``seed`` picks the random numbers of the numeric cross-check.
+    ``derivation`` is a ``derive.Derivation2D`` or a ``derive.ConvDerivation`` with two spatial
+    axes, feature groups only and no lhs dilation (else ``ValueError``); ``figures`` False leaves
+    the pictures out of the Markdown and HTML; ``seed`` picks the random numbers of the numeric
+    cross-check.
     """
     _check_formats(formats)
+    multi_channel = isinstance(derivation, ConvDerivation)
+    if multi_channel:
+        check_supported(derivation)
     check = cross_check(derivation, seed)
     texts = {}
     if any(name in RENDERERS for name in formats):
-        document = case_document(derivation, check, with_figures=figures)
+        build = channels_document if multi_channel else case_document
+        document = build(derivation, check, with_figures=figures)
         texts.update(_render_document(document, formats))
     if "json" in formats:
         texts["json"] = jsondata.render(jsondata.case_data(derivation, check))

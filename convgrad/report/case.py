@@ -52,7 +52,8 @@ def shown_indices(size: int, all_up_to: int = ALL_UP_TO) -> list[int]:
     return [0, 1, 2, size - 2, size - 1]
 
 
-def _shown_cells(shape: Sequence[int]) -> list[tuple[int, int]]:
+def shown_cells(shape: Sequence[int]) -> list[tuple[int, int]]:
+    """(row, column) of the entries written out of a matrix of ``shape`` (see :func:`shown_indices`)."""
     return [(r, c) for r in shown_indices(shape[0]) for c in shown_indices(shape[1])]
 
 
@@ -95,7 +96,7 @@ def _cell(value: sp.Basic) -> Math:
     return mt.symbol(value) if isinstance(value, sp.Symbol) else mt.expression(value)
 
 
-def _sum_row(lhs: Math | None, terms: list[mt.Term], note: str = "") -> Equation:
+def sum_row(lhs: Math | None, terms: list[mt.Term], note: str = "") -> Equation:
     """``lhs = sum of terms``; a long sum keeps its first and last terms and counts the rest."""
     if not terms:
         return Equation(lhs, (mt.ZERO,), (1,), note)
@@ -111,32 +112,37 @@ def _sum_row(lhs: Math | None, terms: list[mt.Term], note: str = "") -> Equation
     return Equation(lhs, tuple(maths), tuple(signs), note)
 
 
-def _entry_rows(lhs_letter: str, matrix: sp.Matrix, factor_order: str, term_order: str,
-                derivative: bool) -> Equations:
+def entry_rows(lhs_letter: str, matrix: sp.Matrix, factor_order: str, term_order: str,
+               derivative: bool, plane: tuple[int, ...] = ()) -> Equations:
+    """``lhs_letter[*plane, r, c] = matrix[r, c]`` (or ``∂L/∂lhs_letter[...]``) for the shown
+    entries, each a sum of terms with factors in ``factor_order`` (see :func:`mt.terms`)."""
     rows = []
-    for r, c in _shown_cells(matrix.shape):
-        lhs = mt.entry(lhs_letter, r, c)
+    for r, c in shown_cells(matrix.shape):
+        lhs = mt.entry(lhs_letter, *plane, r, c)
         lhs = mt.partial(L, lhs) if derivative else lhs
-        rows.append(_sum_row(lhs, mt.terms(matrix[r, c], factor_order, term_order)))
+        rows.append(sum_row(lhs, mt.terms(matrix[r, c], factor_order, term_order)))
     return Equations(tuple(rows))
 
 
-def _summary_paragraph(shape: Sequence[int], all_up_to: int = ALL_UP_TO) -> list[Block]:
+def summary_paragraph(shape: Sequence[int], all_up_to: int = ALL_UP_TO) -> list[Block]:
+    """A line saying which entries of a big matrix of ``shape`` are shown (none when all are)."""
     text = _summary(shape, all_up_to)
     return [Paragraph((text,))] if text else []
 
 
-def _matrix_blocks(name: Math, values: sp.Matrix, *middle: Math) -> list[Block]:
+def matrix_blocks(name: Math, values: sp.Matrix, *middle: Math) -> list[Block]:
     """``name = [matrix]``, with a line saying which entries are shown when it is big."""
     return [DisplayMath(mt.join([name, mt.op("="), *middle, matrix_math(values)])),
-            *_summary_paragraph(values.shape, MATRIX_ALL_UP_TO)]
+            *summary_paragraph(values.shape, MATRIX_ALL_UP_TO)]
 
 
-def _shape_text(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
+    """``"3×4"``."""
     return "×".join(str(n) for n in shape)
 
 
-def _padding_text(padding: Sequence[Sequence[int]]) -> str:
+def padding_text(padding: Sequence[Sequence[int]]) -> str:
+    """The two axes' (lo, hi) padding in words."""
     if all(tuple(pair) == (0, 0) for pair in padding):
         return "no padding (VALID)"
     (top, bottom), (left, right) = padding
@@ -145,9 +151,9 @@ def _padding_text(padding: Sequence[Sequence[int]]) -> str:
 
 def title(derivation: Any) -> str:
     """A one-line description of the case."""
-    return (f"Backpropagation through a convolution: input {_shape_text(derivation.input_shape)}, "
-            f"filter {_shape_text(derivation.filter_shape)}, stride {tuple(derivation.stride)}, "
-            f"{_padding_text(derivation.padding)}, dilation {tuple(derivation.dilation)}")
+    return (f"Backpropagation through a convolution: input {shape_text(derivation.input_shape)}, "
+            f"filter {shape_text(derivation.filter_shape)}, stride {tuple(derivation.stride)}, "
+            f"{padding_text(derivation.padding)}, dilation {tuple(derivation.dilation)}")
 
 
 def case_document(derivation: Any, check: CrossCheck, with_figures: bool = True) -> Document:
@@ -160,7 +166,7 @@ def case_document(derivation: Any, check: CrossCheck, with_figures: bool = True)
         *_rule_f_section(derivation),
         *_rule_x_section(derivation, with_figures),
         *_equality_section(derivation),
-        *_cross_check_section(check),
+        *cross_check_section(check),
     ]
     return Document(title(derivation), blocks)
 
@@ -170,14 +176,14 @@ def _setup_section(d: Any) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, "The case"),
         Paragraph((
-            "Input ", mt.ident("X"), f" of {_shape_text(d.input_shape)}, filter ", mt.ident("F"),
-            f" of {_shape_text(d.filter_shape)}, stride ({sh}, {sw}), dilation ({dh}, {dw}), "
-            f"{_padding_text(d.padding)}; the output ", mt.ident("O"),
-            f" is {_shape_text(d.output_shape)}. Indices start at 0; each entry is its own symbol, "
+            "Input ", mt.ident("X"), f" of {shape_text(d.input_shape)}, filter ", mt.ident("F"),
+            f" of {shape_text(d.filter_shape)}, stride ({sh}, {sw}), dilation ({dh}, {dw}), "
+            f"{padding_text(d.padding)}; the output ", mt.ident("O"),
+            f" is {shape_text(d.output_shape)}. Indices start at 0; each entry is its own symbol, "
             "so every formula below is exact.",
         )),
-        *_matrix_blocks(mt.ident("X"), d.X),
-        *_matrix_blocks(mt.ident("F"), d.F),
+        *matrix_blocks(mt.ident("X"), d.X),
+        *matrix_blocks(mt.ident("F"), d.F),
     ]
     return blocks
 
@@ -206,8 +212,8 @@ def _forward_section(d: Any, with_figures: bool) -> list[Block]:
                    f"over a = 0…{kh - 1} and b = 0…{kw - 1}:")),
         DisplayMath(_forward_formula(d)),
         Paragraph(("Entry by entry:",)),
-        *_summary_paragraph(d.O.shape),
-        _entry_rows("O", d.O, "XF", "F", derivative=False),
+        *summary_paragraph(d.O.shape),
+        entry_rows("O", d.O, "XF", "F", derivative=False),
     ]
     if with_figures:
         layout = figures.forward_panels(d)
@@ -234,12 +240,12 @@ def _loss_section(d: Any) -> list[Block]:
         DisplayMath(loss),
         Paragraph(("gives exactly that gradient at O, so differentiating this L differentiates any "
                    "loss through the convolution. G (",
-                   f"{_shape_text(d.output_shape)}) is:")),
-        *_matrix_blocks(mt.ident("G"), d.G),
+                   f"{shape_text(d.output_shape)}) is:")),
+        *matrix_blocks(mt.ident("G"), d.G),
     ]
     if sum(len(sp.Add.make_args(entry)) for entry in d.O) <= TERMS_UP_TO:
         blocks += [Paragraph(("Written out:",)),
-                   Equations((_sum_row(L, mt.terms(d.L, "GXF", "GF")),))]
+                   Equations((sum_row(L, mt.terms(d.L, "GXF", "GF")),))]
     return blocks
 
 
@@ -247,15 +253,15 @@ def _differentiation_section(d: Any) -> list[Block]:
     return [
         Heading(2, "Gradients by differentiation"),
         Paragraph(("Differentiating L with respect to every filter entry:",)),
-        *_summary_paragraph(d.F.shape),
-        _entry_rows("F", d.dL_dF, "GX", "G", derivative=True),
+        *summary_paragraph(d.F.shape),
+        entry_rows("F", d.dL_dF, "GX", "G", derivative=True),
         Paragraph(("and with respect to every input entry:",)),
-        *_summary_paragraph(d.X.shape),
-        _entry_rows("X", d.dL_dX, "GF", "G", derivative=True),
+        *summary_paragraph(d.X.shape),
+        entry_rows("X", d.dL_dX, "GF", "G", derivative=True),
     ]
 
 
-def _window_terms(lhs: sp.Matrix, window: sp.Matrix, top: int, left: int) -> list[mt.Term]:
+def window_terms(lhs: sp.Matrix, window: sp.Matrix, top: int, left: int) -> list[mt.Term]:
     """Products ``lhs[top + u, left + v] * window[u, v]`` over the window's nonzero taps."""
     return [mt.Term(1, (lhs[top + u, left + v], window[u, v]))
             for u in range(window.rows) for v in range(window.cols) if window[u, v] != 0]
@@ -272,43 +278,45 @@ def _rule_f_section(d: Any) -> list[Block]:
             mt.indexed(mt.ident("G"), [mt.ident("i"), mt.ident("j")])])),
     ])
     rows = []
-    for a, b in _shown_cells(d.F.shape):
-        terms = _window_terms(d.padded_X, d.spread_G, dh * a, dw * b)
-        rows += _window_rows(mt.partial(L, mt.entry("F", a, b)), terms, d.rule_dL_dF[a, b], "XG", "G")
+    for a, b in shown_cells(d.F.shape):
+        terms = window_terms(d.padded_X, d.spread_G, dh * a, dw * b)
+        rows += window_rows(mt.partial(L, mt.entry("F", a, b)), terms, d.rule_dL_dF[a, b], "XG", "G")
     padded_x: list[Block] = []
     if d.padded_X.shape != d.X.shape:
         padded_x = [Paragraph(("The input padded as the correlation sees it (",
-                               _shape_text(d.padded_X.shape), "; rows and columns that no "
+                               shape_text(d.padded_X.shape), "; rows and columns that no "
                                "window reaches are cut off):")),
-                    *_matrix_blocks(TILDE_X, d.padded_X)]
+                    *matrix_blocks(TILDE_X, d.padded_X)]
     return [
         Heading(2, "The rule: ∂L/∂F is a valid correlation"),
         Paragraph((mt.partial(L, mt.ident("F")), " is the valid cross-correlation of the ",
-                   "(padded) input with G" + _spread_text(d) + ":")),
+                   "(padded) input with G" + spread_text(d.stride, d.dilation) + ":")),
         DisplayMath(formula),
         *padded_x,
         Paragraph(("Entry by entry, each a sum over the G window, then simplified:",)),
-        *_summary_paragraph(d.F.shape),
+        *summary_paragraph(d.F.shape),
         Equations(tuple(rows)),
     ]
 
 
-def _spread_text(d: Any) -> str:
+def spread_text(stride: Sequence[int], dilation: Sequence[int]) -> str:
+    """How stride and dilation enter the correlation giving ∂L/∂F ("" when both are 1)."""
     parts = []
-    if tuple(d.stride) != (1, 1):
-        parts.append(f"G's entries {tuple(d.stride)} apart (the forward stride spreads G)")
-    if tuple(d.dilation) != (1, 1):
-        parts.append(f"the window moving {tuple(d.dilation)} at a time (the filter's dilation "
+    if tuple(stride) != (1, 1):
+        parts.append(f"G's entries {tuple(stride)} apart (the forward stride spreads G)")
+    if tuple(dilation) != (1, 1):
+        parts.append(f"the window moving {tuple(dilation)} at a time (the filter's dilation "
                      "becomes the correlation's stride)")
     return f", {' and '.join(parts)}" if parts else ""
 
 
-def _window_rows(lhs: Math, window_terms: list[mt.Term], rule_entry: sp.Expr,
-                 factor_order: str, term_order: str) -> list[Equation]:
+def window_rows(lhs: Math, in_window: list[mt.Term], rule_entry: sp.Expr,
+                factor_order: str, term_order: str) -> list[Equation]:
+    """``lhs`` = the window sum ``in_window``, then = its simplified form (one row if the same)."""
     simplified = mt.terms(rule_entry, factor_order, term_order)
-    if len(window_terms) == len(simplified):
-        return [_sum_row(lhs, simplified)]
-    return [_sum_row(lhs, window_terms), _sum_row(None, simplified)]
+    if len(in_window) == len(simplified):
+        return [sum_row(lhs, simplified)]
+    return [sum_row(lhs, in_window), sum_row(None, simplified)]
 
 
 def _rule_x_section(d: Any, with_figures: bool) -> list[Block]:
@@ -320,23 +328,23 @@ def _rule_x_section(d: Any, with_figures: bool) -> list[Block]:
             mt.indexed(mt.ident("R"), [mt.ident("u"), mt.ident("v")])])),
     ])
     rows = []
-    for p, q in _shown_cells(d.X.shape):
-        terms = _window_terms(d.padded_G, d.rotated_F, p, q)
-        rows += _window_rows(mt.partial(L, mt.entry("X", p, q)), terms, d.rule_dL_dX[p, q], "GF", "G")
+    for p, q in shown_cells(d.X.shape):
+        terms = window_terms(d.padded_G, d.rotated_F, p, q)
+        rows += window_rows(mt.partial(L, mt.entry("X", p, q)), terms, d.rule_dL_dX[p, q], "GF", "G")
     blocks: list[Block] = [
         Heading(2, "The rule: ∂L/∂X is a full convolution with the rotated filter"),
         Paragraph(("Spread G by the stride, pad it with zeros so that the filter overlaps every "
                    "output it touched, and slide the filter rotated by 180° over it: ",
-                   TILDE_G, " (", _shape_text(d.padded_G.shape), ") is G ", _g_spread_text(d),
+                   TILDE_G, " (", shape_text(d.padded_G.shape), ") is G ", g_spread_text(d.stride),
                    "zero-padded, and ", mt.join([mt.ident("R"), mt.op("="), ROTATED_F]),
-                   f" ({_shape_text(d.rotated_F.shape)}) the filter{_dilated_text(d)} rotated.")),
-        *_matrix_blocks(TILDE_G, d.padded_G),
-        *_matrix_blocks(mt.ident("R"), d.rotated_F, ROTATED_F, mt.op("=")),
+                   f" ({shape_text(d.rotated_F.shape)}) the filter{dilated_text(d.dilation)} rotated.")),
+        *matrix_blocks(TILDE_G, d.padded_G),
+        *matrix_blocks(mt.ident("R"), d.rotated_F, ROTATED_F, mt.op("=")),
         Paragraph(("Then, over u and v across R:",)),
         DisplayMath(formula),
         Paragraph(("Entry by entry, each the window sum (zeros from the padding included), "
                    "then simplified:",)),
-        *_summary_paragraph(d.X.shape),
+        *summary_paragraph(d.X.shape),
         Equations(tuple(rows)),
     ]
     if with_figures:
@@ -351,19 +359,25 @@ def _rule_x_section(d: Any, with_figures: bool) -> list[Block]:
     return blocks
 
 
-def _g_spread_text(d: Any) -> str:
-    if tuple(d.stride) == (1, 1):
+def g_spread_text(stride: Sequence[int]) -> str:
+    """How the stride spreads G ("" for stride 1)."""
+    if tuple(stride) == (1, 1):
         return ""
-    return f"with its entries spread {tuple(d.stride)} apart (the stride), "
+    return f"with its entries spread {tuple(stride)} apart (the stride), "
 
 
-def _dilated_text(d: Any) -> str:
-    return "" if tuple(d.dilation) == (1, 1) else f" dilated by {tuple(d.dilation)} and"
+def dilated_text(dilation: Sequence[int]) -> str:
+    """How the filter is dilated ("" for dilation 1)."""
+    return "" if tuple(dilation) == (1, 1) else f" dilated by {tuple(dilation)} and"
 
 
 def _equality_section(d: Any) -> list[Block]:
-    count = d.X.rows * d.X.cols + d.F.rows * d.F.cols
-    if d.verified:
+    return equality_blocks(d.verified, d.X.rows * d.X.cols + d.F.rows * d.F.cols)
+
+
+def equality_blocks(verified: bool, count: int) -> list[Block]:
+    """The verdict of derive's exact check over ``count`` entries of ∂L/∂X and ∂L/∂F."""
+    if verified:
         verdict = (f"Exactly equal: for all {count} entries of ∂L/∂X and ∂L/∂F, the derivative "
                    "from differentiation minus the rule's form expands to 0 (checked by derive "
                    "in exact SymPy arithmetic).")
@@ -373,7 +387,7 @@ def _equality_section(d: Any) -> list[Block]:
     return [Heading(2, "Differentiation and rule agree exactly"), Paragraph((verdict,))]
 
 
-def _cross_check_section(check: CrossCheck) -> list[Block]:
+def cross_check_section(check: CrossCheck) -> list[Block]:
     names = {"O": "O", "dL_dX": "∂L/∂X", "dL_dF": "∂L/∂F"}
     rows = tuple(
         (names[q], *(f"{check.errors[c][q]:.2e}" for c in COMPARISONS)) for q in QUANTITIES

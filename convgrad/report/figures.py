@@ -23,7 +23,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import ScaledTranslation
 from PIL import Image
 
-from convgrad.report.mathtext import ENTRY_NAME
+from convgrad.report.mathtext import entry_parts
 
 BLUE, ORANGE, CONTRIBUTES, GREY = "#cfe3f7", "#fcd9b6", "#f59f00", "#eeeeee"
 LABEL_LIMIT = 12
@@ -47,11 +47,11 @@ def shown_positions(size: int, most: int = 3, prefer: Iterable[int] = ()) -> lis
 
 def _put_label(ax: Any, x: float, y: float, value: sp.Basic, size: float) -> None:
     """``X_{i,j}`` as an italic letter and a smaller subscript (plain text: mathtext is slow)."""
-    match = ENTRY_NAME.match(str(value))
-    if match is None:
+    parts = entry_parts(str(value))
+    if parts is None:
         ax.text(x, y, str(value), ha="center", va="center", fontsize=size * 0.8, color="#999999")
         return
-    letter, subscript = match.group(1), f"{match.group(2)},{match.group(3)}"
+    letter, subscript = parts[0], ",".join(map(str, parts[1]))
     sub_size = size * 0.7
     width = 0.62 * size + 0.55 * sub_size * len(subscript)
     shift = ScaledTranslation(-width / 2 / 72, 0, ax.figure.dpi_scale_trans)

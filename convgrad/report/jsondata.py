@@ -6,6 +6,13 @@ Case keys: ``input_shape``, ``filter_shape``, ``output_shape``, ``stride``, ``pa
 degrees), each a list of lists of strings that ``sympy.sympify`` parses, in the symbols ``X_i_j``,
 ``F_i_j``, ``G_i_j`` (0-based); ``verified`` (true only when derive's exact check passed);
 ``cross_check`` (largest absolute errors); and ``versions`` (of Python and the libraries used).
+
+Cases with a batch, channels or groups (a ``derive.ConvDerivation``) have the same keys, where
+``input_shape``, ``filter_shape``, ``output_shape`` are the whole shapes, named by the layout keys
+``input_layout`` ("NCHW"), ``filter_layout`` ("OIHW") and ``output_layout`` ("NCHW"), and ``O``,
+``dL_dX``, ``dL_dF``, ``padded_G`` (NCHW) and ``rotated_F`` (OIHW) are nested lists of those
+layouts, in the symbols ``X_b_c_i_j``, ``F_o_c_i_j``, ``G_b_o_i_j``; plus ``batch``, ``channels``
+([in, out]) and ``feature_group_count``.
 """
 
 import importlib.metadata
@@ -16,6 +23,7 @@ from typing import Any
 import sympy as sp
 
 from convgrad.report.numeric import CrossCheck
+from derive import ConvDerivation
 
 PACKAGES = ("convgrad", "sympy", "jax", "jaxlib", "numpy", "matplotlib")
 
@@ -56,8 +64,18 @@ def _strings(matrix: sp.Matrix) -> list[list[str]]:
     return [[plain(matrix[r, c]) for c in range(matrix.cols)] for r in range(matrix.rows)]
 
 
+def _nested(array: sp.NDimArray) -> list[Any]:
+    """An N-d array of expressions as nested lists of :func:`plain` strings."""
+    if array.rank() == 1:
+        return [plain(array[i]) for i in range(array.shape[0])]
+    return [_nested(array[i]) for i in range(array.shape[0])]
+
+
 def case_data(derivation: Any, check: CrossCheck) -> dict[str, Any]:
-    """The JSON object of one case (a ``derive.Derivation2D`` and its cross-check)."""
+    """The JSON object of one case (a ``derive.Derivation2D`` or ``derive.ConvDerivation``, and its
+    cross-check)."""
+    if isinstance(derivation, ConvDerivation):
+        return conv_case_data(derivation, check)
     data: dict[str, Any] = {
         "input_shape": list(derivation.input_shape),
         "filter_shape": list(derivation.filter_shape),
@@ -68,6 +86,30 @@ def case_data(derivation: Any, check: CrossCheck) -> dict[str, Any]:
     }
     for key in ("O", "dL_dX", "dL_dF", "padded_G", "rotated_F"):
         data[key] = _strings(getattr(derivation, key))
+    data["verified"] = bool(derivation.verified)
+    data["cross_check"] = check.as_json()
+    data["versions"] = versions()
+    return data
+
+
+def conv_case_data(derivation: ConvDerivation, check: CrossCheck) -> dict[str, Any]:
+    """The JSON object of a case with a batch, channels or groups (NCHW / OIHW nested lists)."""
+    data: dict[str, Any] = {
+        "input_shape": list(derivation.lhs_shape),
+        "filter_shape": list(derivation.rhs_shape),
+        "output_shape": list(derivation.out_shape),
+        "input_layout": "NCHW",
+        "filter_layout": "OIHW",
+        "output_layout": "NCHW",
+        "batch": derivation.lhs_shape[0],
+        "channels": [derivation.lhs_shape[1], derivation.rhs_shape[0]],
+        "feature_group_count": derivation.feature_group_count,
+        "stride": list(derivation.window_strides),
+        "padding": [list(pair) for pair in derivation.padding],
+        "dilation": list(derivation.rhs_dilation),
+    }
+    for key in ("O", "dL_dX", "dL_dF", "padded_G", "rotated_F"):
+        data[key] = _nested(getattr(derivation, key))
     data["verified"] = bool(derivation.verified)
     data["cross_check"] = check.as_json()
     data["versions"] = versions()

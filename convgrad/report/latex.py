@@ -10,14 +10,16 @@ hold: the LaTeX report draws their grids natively, as tables of coloured cells (
 (True, True)
 """
 
+import re
 from typing import Any
 
 from convgrad.report.markdown import aligned_rows
-from convgrad.report.mathtext import ENTRY_NAME, Math
+from convgrad.report.mathtext import Math, entry_parts
 from convgrad.report.model import (
     Block,
     DisplayMath,
     Document,
+    Equation,
     Equations,
     Figure,
     Heading,
@@ -30,6 +32,7 @@ UNICODE = {
     "2202": r"\partial", "00D7": r"\times", "03A3": r"\Sigma", "00B7": r"\cdot",
     "22EF": r"\cdots", "2026": r"\ldots", "00B0": r"^\circ", "2265": r"\geq", "2264": r"\leq",
     "2192": r"\to", "2208": r"\in", "03B4": r"\delta", "22C6": r"\star", "2217": r"\ast",
+    "230A": r"\lfloor", "230B": r"\rfloor",
 }
 
 PREAMBLE = r"""\documentclass[11pt]{article}
@@ -47,6 +50,8 @@ PREAMBLE = r"""\documentclass[11pt]{article}
 """
 
 TERMS_PER_LINE = 6
+WIDE_TERMS_PER_LINE = 4
+WIDE_INDEX = re.compile(r"_\{\d+,\d+,\d+")  # an entry with batch and channel indices
 
 
 def escape(words: str) -> str:
@@ -79,7 +84,7 @@ def _block(block: Block) -> str:
     if isinstance(block, DisplayMath):
         return f"\\[\n{block.math.latex}\n\\]"
     if isinstance(block, Equations):
-        body = " \\\\\n".join(aligned_rows(block.rows, TERMS_PER_LINE))
+        body = " \\\\\n".join(aligned_rows(block.rows, _terms_per_line(block.rows)))
         return f"\\begin{{align*}}\n{body}\n\\end{{align*}}"
     if isinstance(block, Table):
         spec = "l" + "r" * (len(block.header) - 1)
@@ -91,6 +96,13 @@ def _block(block: Block) -> str:
     if isinstance(block, Figure):
         return _figure(block)
     raise TypeError(f"block (={type(block).__name__}) is not a known block type")
+
+
+def _terms_per_line(rows: tuple[Equation, ...]) -> int:
+    """Six terms per line; four when some term is wide (entries with batch and channel indices),
+    so that lines fit the page."""
+    wide = any(WIDE_INDEX.search(term.latex) for row in rows for term in row.terms)
+    return WIDE_TERMS_PER_LINE if wide else TERMS_PER_LINE
 
 
 def _panel(panel: Any) -> str:
@@ -115,10 +127,10 @@ def _title_line(line: str) -> str:
 
 
 def _grid_label(value: object) -> str:
-    match = ENTRY_NAME.match(str(value))
-    if match is None:
+    parts = entry_parts(str(value))
+    if parts is None:
         return r"\tiny\color{gray}" + escape(str(value))
-    return rf"\tiny${match.group(1)}_{{{match.group(2)},{match.group(3)}}}$"
+    return rf"\tiny${parts[0]}_{{{','.join(map(str, parts[1]))}}}$"
 
 
 def _figure(block: Figure) -> str:

@@ -23,7 +23,19 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter as SympyLatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-ENTRY_NAME = re.compile(r"^([A-Za-z]+)_(\d+)_(\d+)$")
+ENTRY_NAME = re.compile(r"^([A-Za-z]+)((?:_\d+){2,})$")
+
+
+def entry_parts(name: str) -> tuple[str, tuple[int, ...]] | None:
+    """The letter and indices of an entry symbol's name (``X_0_1``, ``X_0_1_2_3``), else None.
+
+    >>> entry_parts("X_0_1"), entry_parts("G_1_0_2_3"), entry_parts("n")
+    (('X', (0, 1)), ('G', (1, 0, 2, 3)), None)
+    """
+    match = ENTRY_NAME.match(name)
+    if match is None:
+        return None
+    return match.group(1), tuple(int(i) for i in match.group(2)[1:].split("_"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,13 +152,14 @@ ZERO = number(0)
 
 
 def symbol(sym: sp.Basic) -> Math:
-    """An entry symbol ``X_i_j`` as ``X_{i,j}``; any other SymPy object through :func:`expression`."""
+    """An entry symbol ``X_i_j`` as ``X_{i,j}`` (``X_b_c_i_j`` as ``X_{b,c,i,j}``); any other SymPy
+    object through :func:`expression`."""
     if sym == 0:
         return ZERO
-    match = ENTRY_NAME.match(sym.name) if isinstance(sym, sp.Symbol) else None
-    if match is None:
+    parts = entry_parts(sym.name) if isinstance(sym, sp.Symbol) else None
+    if parts is None:
         return expression(sym)
-    return entry(match.group(1), int(match.group(2)), int(match.group(3)))
+    return entry(parts[0], *parts[1])
 
 
 def product(factors: Sequence[Math], coefficient: int = 1) -> Math:
@@ -164,18 +177,17 @@ def product(factors: Sequence[Math], coefficient: int = 1) -> Math:
     return Math(latex, f"<mrow>{mathml}</mrow>")
 
 
-def entry_sort_key(sym: sp.Symbol, letter_order: str) -> tuple[int, int, int]:
+def entry_sort_key(sym: sp.Symbol, letter_order: str) -> tuple[int, ...]:
     """Sort key of an entry symbol: its letter's place in ``letter_order``, then its indices."""
-    letter, i, j = _entry_name(sym.name)
+    letter, indices = _entry_name(sym.name)
     if letter not in letter_order:
         return (len(letter_order), 0, 0)
-    return (letter_order.index(letter), i, j)
+    return (letter_order.index(letter), *indices)
 
 
 @functools.lru_cache(maxsize=65536)
-def _entry_name(name: str) -> tuple[str, int, int]:
-    match = ENTRY_NAME.match(name)
-    return ("", 0, 0) if match is None else (match.group(1), int(match.group(2)), int(match.group(3)))
+def _entry_name(name: str) -> tuple[str, tuple[int, ...]]:
+    return entry_parts(name) or ("", ())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,10 +290,10 @@ class MathMLPrinter(MathMLPresentationPrinter):
         return self._print(expr).toxml()
 
     def _print_Symbol(self, sym: sp.Symbol, style: str = "plain") -> Element:
-        match = ENTRY_NAME.match(sym.name)
-        if match is None:
+        parts = entry_parts(sym.name)
+        if parts is None:
             return super()._print_Symbol(sym, style)
-        return _node(entry(match.group(1), int(match.group(2)), int(match.group(3))).mathml)
+        return _node(entry(parts[0], *parts[1]).mathml)
 
     def _print_Derivative(self, expr: sp.Derivative) -> Element:
         if not _first_order(expr):

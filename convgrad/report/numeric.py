@@ -7,12 +7,16 @@ random float64 values of X, F and G, and compared with
   whose backward pass is the rotated-filter rule, through ``jax.vjp`` with cotangent G, and
 * ``jax.grad`` of ``L = sum(G * O)`` through the native ``jax.lax.conv_general_dilated``.
 
+A ``derive.ConvDerivation`` (batch, channels, groups) runs both on its whole NCHW / OIHW arrays
+with its own groups and dilations; a ``derive.Derivation2D`` on one batch entry and channel.
+
 Errors are the largest absolute differences; a comparison passes when it is within
 ``convgrad.tolerances.tolerance("float64")`` times the oracle's largest magnitude (at least 1).
 """
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -23,6 +27,7 @@ from jax import lax
 
 import impl
 from convgrad.tolerances import tolerance
+from derive import ConvDerivation
 
 QUANTITIES = ("O", "dL_dX", "dL_dF")
 COMPARISONS = {
@@ -49,19 +54,22 @@ class CrossCheck:
 
 
 def cross_check(derivation: Any, seed: int = 0) -> CrossCheck:
-    """Evaluate ``derivation`` (a ``derive.Derivation2D``) at random numbers and compare.
+    """Evaluate ``derivation`` at random numbers and compare.
 
-    ``derivation.X``, ``.F``, ``.G`` are matrices of symbols of shapes (H, W), (KH, KW) and the
-    output's (OH, OW); ``.O``, ``.dL_dX``, ``.dL_dF`` are matrices of the same shapes as O, X, F.
+    ``derivation`` is a ``derive.Derivation2D`` (``.X``, ``.F``, ``.G`` matrices of symbols of
+    shapes (H, W), (KH, KW) and the output's (OH, OW)) or a ``derive.ConvDerivation`` (arrays of
+    layouts NCHW, OIHW and NCHW; its groups go to both convolutions); ``.O``, ``.dL_dX``,
+    ``.dL_dF`` have the shapes of O, X and F.
     """
     rng = np.random.default_rng(seed)
-    values = {name: rng.standard_normal(getattr(derivation, name).shape) for name in "XFG"}
+    values = {name: rng.standard_normal(_shape(getattr(derivation, name))) for name in "XFG"}
     exact = _evaluate(derivation, values)
+    op_name, by_impl, by_lax = _convolutions(derivation)
     with jax.enable_x64(True):
-        op_name, by_impl = _impl_values(derivation, values)
-        by_lax = _lax_values(derivation, values)
-    results = {"exact_vs_impl": (exact, by_impl), "exact_vs_lax_grad": (exact, by_lax),
-               "impl_vs_lax_grad": (by_impl, by_lax)}
+        impl_values = _vjp_values(by_impl, values)
+        lax_values = _grad_values(by_lax, values)
+    results = {"exact_vs_impl": (exact, impl_values), "exact_vs_lax_grad": (exact, lax_values),
+               "impl_vs_lax_grad": (impl_values, lax_values)}
     errors: dict[str, dict[str, float]] = {}
     passed = True
     for comparison, (actual, oracle) in results.items():
@@ -74,14 +82,24 @@ def cross_check(derivation: Any, seed: int = 0) -> CrossCheck:
     return CrossCheck(seed, "float64", tolerance("float64"), op_name, errors, passed)
 
 
+def _shape(array: Any) -> tuple[int, ...]:
+    return tuple(int(size) for size in array.shape)
+
+
+def _entries(array: Any) -> list[sp.Expr]:
+    """Every entry of a SymPy matrix or N-d array, in row-major order."""
+    return [array[index] for index in np.ndindex(_shape(array))]
+
+
 def _evaluate(derivation: Any, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     numbers = {symbol: float(value) for name in "XFG"
-               for symbol, value in zip(getattr(derivation, name), values[name].ravel(), strict=True)}
+               for symbol, value in zip(_entries(getattr(derivation, name)), values[name].ravel(),
+                                        strict=True)}
     result = {}
     for name in QUANTITIES:
-        matrix = getattr(derivation, name)
-        flat = [evaluate(entry, numbers) for entry in matrix]
-        result[name] = np.asarray(flat, dtype=np.float64).reshape(matrix.shape)
+        array = getattr(derivation, name)
+        flat = [evaluate(entry, numbers) for entry in _entries(array)]
+        result[name] = np.asarray(flat, dtype=np.float64).reshape(_shape(array))
     return result
 
 
@@ -113,35 +131,60 @@ def _is_tutorial_op(derivation: Any) -> bool:
             and all(tuple(pair) == (0, 0) for pair in derivation.padding))
 
 
-def _impl_values(derivation: Any, values: dict[str, np.ndarray]) -> tuple[str, dict[str, np.ndarray]]:
-    x, f, g = (jnp.asarray(values[name]) for name in "XFG")
-    if _is_tutorial_op(derivation):
-        name, forward = "impl.conv2d", impl.conv2d
-    else:
-        name = "impl.conv_general_dilated"
+Convolution = Callable[[jax.Array, jax.Array], jax.Array]
 
-        def forward(x: jax.Array, f: jax.Array) -> jax.Array:
-            out = impl.conv_general_dilated(x[None, None], f[None, None], **_lax_kwargs(derivation))
-            return out[0, 0]
+
+def _convolutions(derivation: Any) -> tuple[str, Convolution, Convolution]:
+    """The name of the impl op, and the impl and native lax convolutions on the case's arrays."""
+    if isinstance(derivation, ConvDerivation):
+        kwargs = _conv_kwargs(derivation)
+        return ("impl.conv_general_dilated",
+                functools.partial(impl.conv_general_dilated, **kwargs),
+                functools.partial(lax.conv_general_dilated, **kwargs))
+    by_lax = _on_one_plane(lax.conv_general_dilated, _lax_kwargs(derivation))
+    if _is_tutorial_op(derivation):
+        return "impl.conv2d", impl.conv2d, by_lax
+    return ("impl.conv_general_dilated",
+            _on_one_plane(impl.conv_general_dilated, _lax_kwargs(derivation)), by_lax)
+
+
+def _on_one_plane(conv: Callable[..., jax.Array], kwargs: dict[str, Any]) -> Convolution:
+    """``conv`` on (H, W) arrays: one batch entry, one channel."""
+
+    def forward(x: jax.Array, f: jax.Array) -> jax.Array:
+        return conv(x[None, None], f[None, None], **kwargs)[0, 0]
+
+    return forward
+
+
+def _vjp_values(forward: Convolution, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """O and (dL/dX, dL/dF) through ``jax.vjp`` of ``forward`` with cotangent G."""
+    x, f, g = (jnp.asarray(values[name]) for name in "XFG")
     out, vjp = jax.vjp(forward, x, f)
     dx, df = vjp(g)
-    return name, {"O": np.asarray(out), "dL_dX": np.asarray(dx), "dL_dF": np.asarray(df)}
+    return {"O": np.asarray(out), "dL_dX": np.asarray(dx), "dL_dF": np.asarray(df)}
 
 
-def _lax_values(derivation: Any, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _grad_values(forward: Convolution, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """O and the gradients of ``L = sum(G * O)`` through ``jax.grad``."""
     x, f, g = (jnp.asarray(values[name]) for name in "XFG")
 
-    def output(x: jax.Array, f: jax.Array) -> jax.Array:
-        return lax.conv_general_dilated(x[None, None], f[None, None], **_lax_kwargs(derivation))[0, 0]
-
     def loss(x: jax.Array, f: jax.Array) -> jax.Array:
-        return jnp.sum(g * output(x, f))
+        return jnp.sum(g * forward(x, f))
 
     dx, df = jax.grad(loss, argnums=(0, 1))(x, f)
-    return {"O": np.asarray(output(x, f)), "dL_dX": np.asarray(dx), "dL_dF": np.asarray(df)}
+    return {"O": np.asarray(forward(x, f)), "dL_dX": np.asarray(dx), "dL_dF": np.asarray(df)}
 
 
 def _lax_kwargs(derivation: Any) -> dict[str, Sequence[Any]]:
     return {"window_strides": tuple(derivation.stride),
             "padding": tuple(tuple(pair) for pair in derivation.padding),
             "rhs_dilation": tuple(derivation.dilation)}
+
+
+def _conv_kwargs(derivation: ConvDerivation) -> dict[str, Any]:
+    """Every option of a ``derive.ConvDerivation`` (default NCHW / OIHW dimension numbers)."""
+    return {"window_strides": derivation.window_strides, "padding": derivation.padding,
+            "lhs_dilation": derivation.lhs_dilation, "rhs_dilation": derivation.rhs_dilation,
+            "feature_group_count": derivation.feature_group_count,
+            "batch_group_count": derivation.batch_group_count}
