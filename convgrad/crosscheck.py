@@ -49,7 +49,7 @@ def default_grid() -> Iterator[Case]:
     """Spatial ranks 1-3, every padding kind incl. negative, strides, dilations, groups, layouts.
 
     Includes the cases that take the CPU formulations of ``impl._formulations`` (dense per group,
-    depthwise shift-and-add with a channel multiplier, one batch element per batch group, 1x1
+    depthwise blocks with a channel multiplier, one batch element per batch group, 1x1
     matrix products, polyphase input dilation, 3-D folded to 2-D).
     """
     paddings_2d = ("VALID", "SAME", "SAME_LOWER", ((1, 2), (0, 1)), ((-1, 2), (2, -1)))
@@ -250,6 +250,9 @@ def sharding_check(devices: Sequence[jax.Device], mesh_shape: tuple[int, ...], d
 
 _SHAPE_OPS = frozenset({"stablehlo.reshape", "stablehlo.transpose", "stablehlo.convert",
                         "stablehlo.slice", "stablehlo.broadcast_in_dim", "stablehlo.copy"})
+# Masking keeps a value's identity too: the CPU depthwise formulation multiplies the rotated filter
+# by an identity pattern to build block-diagonal dense filters (impl._formulations).
+_PASS_THROUGH_OPS = _SHAPE_OPS | {"stablehlo.multiply"}
 
 
 def lowering_cases() -> list[Case]:
@@ -278,38 +281,43 @@ def _operations(operation: Any) -> Iterator[Any]:
                 yield from _operations(child.operation)
 
 
-def _source(value: Any) -> Any:
-    """The op (or block argument) a value comes from, looking through shape-only ops."""
+def _sources(value: Any) -> Iterator[Any]:
+    """The ops and block arguments a value comes from, looking through shape ops and masking."""
     from jax.interpreters import mlir
 
-    while not isinstance(value, mlir.ir.BlockArgument):
+    pending, seen = [value], set()
+    while pending:
+        value = pending.pop()
+        if isinstance(value, mlir.ir.BlockArgument):
+            yield value
+            continue
         owner = value.owner.operation
-        if owner.name not in _SHAPE_OPS:
-            return owner
-        value = owner.operands[0]
-    return value
+        if owner.name not in _PASS_THROUGH_OPS:
+            yield owner
+        elif owner not in seen:  # MLIR operations compare and hash by identity in the module
+            seen.add(owner)
+            pending.extend(owner.operands)
 
 
 def _is_filter(value: Any, rhs_index: int) -> bool:
     from jax.interpreters import mlir
 
-    source = _source(value)
-    return (isinstance(source, mlir.ir.BlockArgument) and source.arg_number == rhs_index
-            and source.owner.owner.operation.name == "func.func")
+    return any(isinstance(source, mlir.ir.BlockArgument) and source.arg_number == rhs_index
+               and source.owner.owner.operation.name == "func.func"
+               for source in _sources(value))
 
 
 def rotated_filter_uses(module_text: str, rhs_spatial: Sequence[int], rhs_index: int = 1
                         ) -> dict[str, int]:
-    """Count, in a StableHLO module, the filter reversals and what consumes them.
+    """Count, in a StableHLO module, the filter reversals and the convolutions they feed.
 
     Returns ``reverses`` (``stablehlo.reverse`` of argument ``rhs_index`` over exactly the
-    spatial axes ``rhs_spatial``), ``convolutions`` (convolutions whose filter operand is such a
-    reversal, through reshapes, transposes, slices and converts) and ``multiplies`` (elementwise
-    products with it: the shift-and-add formulation of a depthwise convolution).
+    spatial axes ``rhs_spatial``) and ``convolutions`` (convolutions whose filter operand comes
+    from such a reversal through reshapes, transposes, slices, converts and masking products).
     """
     from jax.interpreters import mlir
 
-    counts = {"reverses": 0, "convolutions": 0, "multiplies": 0}
+    counts = {"reverses": 0, "convolutions": 0}
     with mlir.make_ir_context():
         module = mlir.ir.Module.parse(module_text)
         operations = list(_operations(module.operation))
@@ -320,12 +328,9 @@ def rotated_filter_uses(module_text: str, rhs_spatial: Sequence[int], rhs_index:
                 if dims == sorted(rhs_spatial):
                     reverses.append(op)
         counts["reverses"] = len(reverses)
-        for op in operations:
-            if op.name == "stablehlo.convolution" and _source(op.operands[1]) in reverses:
-                counts["convolutions"] += 1
-            elif op.name == "stablehlo.multiply" and any(
-                    _source(operand) in reverses for operand in op.operands):
-                counts["multiplies"] += 1
+        counts["convolutions"] = sum(
+            1 for op in operations if op.name == "stablehlo.convolution"
+            and any(source in reverses for source in _sources(op.operands[1])))
     return counts
 
 
@@ -333,7 +338,7 @@ def lowering_check(platform: str, case: Case) -> dict[str, Any]:
     """Export jit(grad) of ``sum(sin(op))`` for ``platform`` and look for the rotated filter.
 
     Passes when the filter is reversed over its spatial axes and the reversal feeds a
-    convolution; on CPU a depthwise case may instead feed the shift-and-add formulation.
+    convolution.
     """
     from jax import export
 
@@ -345,12 +350,9 @@ def lowering_check(platform: str, case: Case) -> dict[str, Any]:
     exported = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(*args)
     config = impl.make_config(*args, **case.kwargs)
     counts = rotated_filter_uses(exported.mlir_module(), config.dimension_numbers.rhs_spec[2:])
-    feeds = ("convolution" if counts["convolutions"] else
-             "shift-and-add" if counts["multiplies"] else "nothing")
-    ok = counts["reverses"] > 0 and (feeds == "convolution"
-                                     or (platform == "cpu" and feeds == "shift-and-add"))
+    feeds = "convolution" if counts["convolutions"] else "nothing"
     return {"platform": platform, "case": case.describe(), **counts, "rotated_filter_feeds": feeds,
-            "ok": ok}
+            "ok": counts["reverses"] > 0 and counts["convolutions"] > 0}
 
 
 def environment(device: jax.Device) -> dict[str, str]:

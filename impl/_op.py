@@ -15,8 +15,9 @@ from impl._rule import lhs_cotangent, rhs_cotangent
 
 def _forward_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, config: ConvConfig) -> jnp.ndarray:
     # The same sums as lax.conv_general_dilated, in the formulation that is fastest for this
-    # backend and case (one dense convolution per group, shift-and-add for depthwise on CPU; the
-    # native convolution elsewhere): see impl/_formulations.py.
+    # backend and case (on CPU: dense convolutions per group or block of channels, matrix
+    # products, polyphase input dilation, 3-D folded to 2-D; elsewhere the native convolution):
+    # see impl/_formulations.py.
     return _formulations.conv(lhs, rhs, config)
 
 
