@@ -30,8 +30,8 @@ MAX_UNROLLED_TAPS = 49
 MAX_PER_GROUP_CONVS = 32
 # Batch elements per dense block in ``batch_grouped_blocks`` (16 measured best, b = 4..64).
 BATCH_GROUP_BLOCK = 16
-# Channels per dense block in ``depthwise_blocks`` (XLA:CPU's fast kernel starts at 32 channels).
-DEPTHWISE_BLOCK = 32
+# Input features from which XLA:CPU uses its fast dense convolution kernel (YNNPACK, measured).
+DENSE_KERNEL_FEATURES = 32
 # Most phases (product of lhs dilations) ``polyphase`` splits into.
 MAX_PHASES = 16
 
@@ -91,29 +91,31 @@ def _from_canonical(out: jax.Array, lhs: jax.Array, config: ConvConfig) -> jax.A
     return jnp.transpose(out, np.argsort(config.dimension_numbers.out_spec)).astype(out_dtype)
 
 
-# Depthwise convolution as block-diagonal dense convolutions.
+# Feature groups as block-diagonal dense convolutions.
 #
-# Blocks of b channels: within a block, the depthwise filter is the dense filter
-# F_b[j·μ + m, i, t] = F[j·μ + m, 0, t] if i = j else 0, so the block's outputs are one dense
-# convolution of its b input channels with F_b (b times the needed products, the extra ones with
-# exact zeros). XLA's dense kernel makes that cheap. An elementwise shift-and-add over the taps
-# (out = Σ_t shift_t(X̃)·F[t]) is 30x faster than the native kernel on its own, but XLA fuses it
-# into every consumer of the output and so recomputes it: in jit(grad) of sum(sin(conv)) five
-# times, 145 ms against 97 ms for these blocks (see benchmarks/README.md).
-def depthwise_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A depthwise convolution as one dense convolution per block of channels."""
+# A block of k consecutive groups (k·I input and k·μ output features, I and μ per group) is one
+# dense convolution with the block-diagonal filter
+# F_b[j·μ + m, i'·I + i, t] = F[j·μ + m, i, t] if i' = j else 0: k times the needed products, the
+# extra ones with exact zeros. XLA's CPU backend has a fast dense kernel from 32 input features on
+# and a slow one below, so small groups (depthwise: I = 1) are packed into blocks of at least 32
+# features. For depthwise an elementwise shift-and-add over the taps (O = Σ_t shift_t(X̃)·F[t]) is
+# 30x faster than the native kernel on its own, but XLA fuses it into every consumer of the output
+# and so recomputes it: in jit(grad) of sum(sin(conv)) five times, 145 ms against 97 ms for these
+# blocks (see benchmarks/README.md).
+def group_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """Feature-grouped convolution as one dense convolution per block of groups."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
-    channels = lhs.shape[lhs_spec[1]]
-    block = min(channels, DEPTHWISE_BLOCK)
-    while channels % block:
-        block -= 1
-    blocks = channels // block
+    groups = config.feature_group_count
     rhs_c = jnp.transpose(rhs, rhs_spec)
-    multiplier = rhs_c.shape[0] // channels
-    window = rhs_c.shape[2:]
-    filters = rhs_c.reshape(blocks, block, multiplier, 1, *window)
-    eye = jnp.eye(block, dtype=rhs.dtype).reshape(1, block, 1, block, *(1,) * len(window))
-    dense = (filters * eye).reshape(blocks, block * multiplier, block, *window)
+    per_group_in, window = rhs_c.shape[1], rhs_c.shape[2:]
+    per_group_out = rhs_c.shape[0] // groups
+    block = min(groups, -(-DENSE_KERNEL_FEATURES // per_group_in))
+    while groups % block:
+        block += 1
+    blocks = groups // block
+    filters = rhs_c.reshape(blocks, block, per_group_out, 1, per_group_in, *window)
+    eye = jnp.eye(block, dtype=rhs.dtype).reshape(1, block, 1, block, 1, *(1,) * len(window))
+    dense = (filters * eye).reshape(blocks, block * per_group_out, block * per_group_in, *window)
     dense = jnp.transpose(dense, (0, *(1 + np.argsort(rhs_spec))))
     sub = ConvConfig(**{**config.as_lax_kwargs(), "feature_group_count": 1})
     parts = [native(lhs_part, dense[index], sub) for index, lhs_part in
@@ -331,8 +333,8 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     if len(window) >= 3 and 0 not in lhs_shape and 0 not in out_spatial and (
             window[0] <= MAX_UNROLLED_TAPS):
         return fold_first_axis
-    if groups > 1 and rhs_shape[rhs_spec[1]] == 1:
-        return depthwise_blocks
+    if groups > 1 and rhs_shape[rhs_spec[1]] < DENSE_KERNEL_FEATURES:
+        return group_blocks
     if 1 < batch_groups == lhs_shape[lhs_spec[0]]:
         return batch_grouped_blocks
     if 1 < max(groups, batch_groups) <= MAX_PER_GROUP_CONVS:
