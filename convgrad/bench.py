@@ -11,6 +11,7 @@ scripts in ``benchmarks/``.
 import dataclasses
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import re
 import statistics
@@ -120,6 +121,10 @@ def torch_step(shape: Shape, dtype: str) -> Step | None:
     """PyTorch CPU autograd of the same loss, or ``None`` without torch (an optional extra)."""
     if importlib.util.find_spec("torch") is None:
         return None
+    # PyTorch's OpenMP threads spin while idle by default; beside XLA's thread pool on a few
+    # shared cores that slowed PyTorch up to 3x in our interleaved runs, so let them sleep (this
+    # favours PyTorch). It only takes effect if torch was not imported yet.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
@@ -227,12 +232,11 @@ def environment() -> dict[str, Any]:
         versions["torch"] = importlib.metadata.version("torch")
     return {"platform": device.platform, "device": device.device_kind,
             "processor": platform.processor() or platform.machine(),
-            "cpu_count": _cpu_count(), "versions": versions}
+            "cpu_count": _cpu_count(), "versions": versions,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
