@@ -170,13 +170,13 @@ NON_FINITE_CHOICES = [
     {"groups": "depthwise", "padding": "explicit", "lhs_dilation": True, "rhs_dilation": False},
     {"groups": "batch", "padding": "SAME_LOWER", "lhs_dilation": False, "rhs_dilation": True},
 ]
-# Known deviations (reported), from impl/_formulations.py on CPU. float32: native XLA expands a
-# grouped convolution into a masked dense one, so a NaN spreads to other groups; the op's per-group
-# formulations keep it in its group (fewer NaN than native). Depthwise float64: the op's
-# shift-and-add multiplies explicit padding and dilation zeros by the filter, so an Inf tap makes
-# NaN where native has no such product (more NaN than native). Strict: a fix makes these fail.
-NAN_DEVIATIONS = {("feature", "float32"), ("depthwise", "float64"), ("depthwise", "float32"),
-                  ("batch", "float32")}
+# Known deviations (reported), from impl/_formulations.py on CPU. Native XLA expands a grouped
+# convolution into a masked dense one, so a NaN spreads to other groups; the op's formulations
+# instead pack groups into block-diagonal dense blocks (an Inf meets the zero blocks, NaN within its
+# block only) and split strided input gradients into phases (no products with dilation zeros), so
+# NaN/Inf positions differ from native for every grouped kind. Strict: a fix makes these fail.
+NAN_DEVIATIONS = {(groups, dtype) for groups in ("feature", "depthwise", "batch")
+                  for dtype in ("float64", "float32")}
 NAN_DEVIATION = pytest.mark.xfail(
     jax.default_backend() == "cpu", strict=True, raises=AssertionError,
     reason="CPU formulations of grouped convolutions place NaN/Inf differently from native lax")
