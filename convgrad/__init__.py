@@ -1,7 +1,7 @@
 """convgrad: backpropagation through a convolution, derived exactly and implemented in JAX.
 
-The one import for users: the JAX op and its reference loops (from ``impl``) and the exact
-derivations (from ``derive``).
+The one import for users: the JAX op, its forward-mode primitive and the reference loops (from
+``impl``) and the exact derivations (from ``derive``).
 """
 
 from derive import (
@@ -13,7 +13,7 @@ from derive import (
     general_proof,
     seed_case,
 )
-from impl import conv2d, conv_general_dilated, reference
+from impl import conv2d, conv_general_dilated, primitive, reference
 
 __all__ = [
     "ConvDerivation",
@@ -24,6 +24,7 @@ __all__ = [
     "derive_2d",
     "derive_conv",
     "general_proof",
+    "primitive",
     "reference",
     "seed_case",
 ]
