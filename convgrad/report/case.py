@@ -161,7 +161,8 @@ def case_document(derivation: Any, check: CrossCheck, with_figures: bool = True)
     blocks: list[Block] = [
         *_setup_section(derivation),
         *_forward_section(derivation, with_figures),
-        *_loss_section(derivation),
+        *loss_section("ij", shape_text(derivation.output_shape),
+                      matrix_blocks(mt.ident("G"), derivation.G), list(derivation.O), derivation.L),
         *_differentiation_section(derivation),
         *_rule_f_section(derivation),
         *_rule_x_section(derivation, with_figures),
@@ -227,25 +228,30 @@ def _forward_section(d: Any, with_figures: bool) -> list[Block]:
     return blocks
 
 
-def _loss_section(d: Any) -> list[Block]:
-    ij = [mt.ident("i"), mt.ident("j")]
-    loss = mt.join([L, mt.op("="), mt.sigma("i,j", mt.product(
-        [mt.indexed(mt.ident("G"), ij), mt.indexed(mt.ident("O"), ij)]))])
-    g_def = mt.join([mt.indexed(mt.ident("G"), ij), mt.op("="),
-                     mt.partial(L, mt.indexed(mt.ident("O"), ij))])
+def loss_section(indices: str, shape_label: str, g_blocks: Sequence[Block],
+                 output_entries: Sequence[sp.Expr], loss: sp.Expr) -> list[Block]:
+    """The section defining L = Σ G·O and G = ∂L/∂O over the output ``indices`` (e.g. "ij").
+
+    ``g_blocks`` show G (whose shape ``shape_label`` describes); L is written out term by term when
+    the output entries have at most ``TERMS_UP_TO`` terms in all.
+    """
+    index = [mt.ident(name) for name in indices]
+    loss_math = mt.join([L, mt.op("="), mt.sigma(",".join(indices), mt.product(
+        [mt.indexed(mt.ident("G"), index), mt.indexed(mt.ident("O"), index)]))])
+    g_def = mt.join([mt.indexed(mt.ident("G"), index), mt.op("="),
+                     mt.partial(L, mt.indexed(mt.ident("O"), index))])
     blocks: list[Block] = [
         Heading(2, "The loss and G"),
         Paragraph(("Whatever the loss, the chain rule only needs its gradient at the output, ",
                    g_def, ". Taking G as symbols and")),
-        DisplayMath(loss),
+        DisplayMath(loss_math),
         Paragraph(("gives exactly that gradient at O, so differentiating this L differentiates any "
-                   "loss through the convolution. G (",
-                   f"{shape_text(d.output_shape)}) is:")),
-        *matrix_blocks(mt.ident("G"), d.G),
+                   "loss through the convolution. G (", f"{shape_label}) is:")),
+        *g_blocks,
     ]
-    if sum(len(sp.Add.make_args(entry)) for entry in d.O) <= TERMS_UP_TO:
+    if sum(len(sp.Add.make_args(entry)) for entry in output_entries) <= TERMS_UP_TO:
         blocks += [Paragraph(("Written out:",)),
-                   Equations((sum_row(L, mt.terms(d.L, "GXF", "GF")),))]
+                   Equations((sum_row(L, mt.terms(loss, "GXF", "GF")),))]
     return blocks
 
 

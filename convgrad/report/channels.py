@@ -26,7 +26,6 @@ from convgrad.report import figures
 from convgrad.report import mathtext as mt
 from convgrad.report.case import (
     ALL_UP_TO,
-    TERMS_UP_TO,
     TILDE_G,
     TILDE_X,
     L,
@@ -35,13 +34,13 @@ from convgrad.report.case import (
     entry_rows,
     equality_blocks,
     g_spread_text,
+    loss_section,
     matrix_blocks,
     padding_text,
     shape_text,
     shown_cells,
     shown_indices,
     spread_text,
-    sum_row,
     summary_paragraph,
     window_rows,
     window_terms,
@@ -156,7 +155,9 @@ def channels_document(d: ConvDerivation, check: CrossCheck, with_figures: bool =
     blocks: list[Block] = [
         *_setup_section(d),
         *_forward_section(d, with_figures),
-        *_loss_section(d),
+        *loss_section("noij", f"{shape_text(d.out_shape)}, NCHW",
+                      _plane_matrices(mt.ident("G"), d.G, "(batch, output feature)"),
+                      sp.flatten(d.O), d.L),
         *_differentiation_section(d),
         *_rule_f_section(d),
         *_rule_x_section(d, with_figures),
@@ -326,27 +327,6 @@ def plural(count: int, noun: str) -> str:
 def _range_text(variable: str, first: int | str, last: int | str) -> str:
     """``"c = 0…3"``, or ``"c = 0"`` for one value."""
     return f"{variable} = {first}" if first == last else f"{variable} = {first}…{last}"
-
-
-def _loss_section(d: ConvDerivation) -> list[Block]:
-    index = [mt.ident(v) for v in "noij"]
-    loss = mt.join([L, mt.op("="), mt.sigma("n,o,i,j", mt.product(
-        [mt.indexed(mt.ident("G"), index), mt.indexed(mt.ident("O"), index)]))])
-    g_def = mt.join([mt.indexed(mt.ident("G"), index), mt.op("="),
-                     mt.partial(L, mt.indexed(mt.ident("O"), index))])
-    blocks: list[Block] = [
-        Heading(2, "The loss and G"),
-        Paragraph(("Whatever the loss, the chain rule only needs its gradient at the output, ",
-                   g_def, ". Taking G as symbols and")),
-        DisplayMath(loss),
-        Paragraph(("gives exactly that gradient at O, so differentiating this L differentiates any "
-                   f"loss through the convolution. G ({shape_text(d.out_shape)}, NCHW) is:",)),
-        *_plane_matrices(mt.ident("G"), d.G, "(batch, output feature)"),
-    ]
-    if sum(len(sp.Add.make_args(entry)) for entry in sp.flatten(d.O)) <= TERMS_UP_TO:
-        blocks += [Paragraph(("Written out:",)),
-                   Equations((sum_row(L, mt.terms(d.L, "GXF", "GF")),))]
-    return blocks
 
 
 def _differentiation_section(d: ConvDerivation) -> list[Block]:
