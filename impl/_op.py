@@ -51,8 +51,17 @@ def _conv_bwd(
     # The rule's own convolutions are this op again, so higher reverse-mode derivatives are the
     # rule applied to the rule.
     conv = _rule_conv
+    cotangent = _materialized(cotangent)
     return (lhs_cotangent(conv, cotangent, rhs, config, lhs.shape, lhs.dtype),
             rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype))
+
+
+def _materialized(cotangent: jnp.ndarray) -> jnp.ndarray:
+    # Computed once on CPU before the rule's convolutions read it (see _formulations.materialize).
+    if cotangent.size == 0:
+        return cotangent
+    return jax.lax.platform_dependent(cotangent, cpu=_formulations.materialize,
+                                      default=lambda array: array)
 
 
 def _rule_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, config: ConvConfig) -> jnp.ndarray:
