@@ -376,15 +376,15 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
+    if (groups > 1 and groups == lhs_shape[lhs_spec[1]] and batch_groups == 1
+            and np.prod(window) <= MAX_UNROLLED_TAPS and 0 not in lhs_shape):
+        return depthwise_taps
     if (max(config.lhs_dilation) > 1 and max(config.window_strides) == 1 and batch_groups == 1
             and np.prod(config.lhs_dilation) <= MAX_PHASES and 0 not in lhs_shape):
         return polyphase
     if len(window) >= 3 and 0 not in lhs_shape and 0 not in out_spatial and (
             window[0] <= MAX_UNROLLED_TAPS):
         return fold_first_axis
-    if (groups > 1 and groups == lhs_shape[lhs_spec[1]] and batch_groups == 1
-            and np.prod(window) <= MAX_UNROLLED_TAPS and 0 not in lhs_shape):
-        return depthwise_taps
     if groups > 1 and rhs_shape[rhs_spec[1]] < DENSE_KERNEL_FEATURES:
         return group_blocks
     if 1 < batch_groups == lhs_shape[lhs_spec[0]]:
