@@ -81,7 +81,8 @@ def quick_suite() -> list[Shape]:
     ]
 
 
-def _grad_step(conv: Callable[..., jax.Array], shape: Shape) -> Callable[..., Any]:
+def grad_step(conv: Callable[..., jax.Array], shape: Shape) -> Callable[..., Any]:
+    """jit(grad) of ``sum(sin(conv(lhs, rhs)))`` wrt (lhs, rhs): the step every row times."""
     kwargs = shape.lax_kwargs()
 
     def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -90,7 +91,8 @@ def _grad_step(conv: Callable[..., jax.Array], shape: Shape) -> Callable[..., An
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
-def _inputs(shape: Shape, dtype: str) -> tuple[jax.Array, jax.Array]:
+def make_inputs(shape: Shape, dtype: str) -> tuple[jax.Array, jax.Array]:
+    """Seeded normal (lhs, rhs) of this shape and dtype."""
     keys = jax.random.split(jax.random.key(0), 2)
     return (jax.random.normal(keys[0], shape.lhs_shape).astype(dtype),
             jax.random.normal(keys[1], shape.rhs_shape).astype(dtype))
@@ -110,7 +112,7 @@ def _compiled(conv: Callable[..., jax.Array], shape: Shape, args: Sequence[jax.A
               ) -> tuple[Step, float, int | None, str]:
     """(step, compile seconds, temp bytes, program text) of jit(grad) for ``conv``."""
     start = time.perf_counter()
-    compiled = _grad_step(conv, shape).lower(*args).compile()
+    compiled = grad_step(conv, shape).lower(*args).compile()
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     temp = None if memory is None else int(memory.temp_size_in_bytes)
@@ -163,7 +165,7 @@ def _peak_bytes(device: jax.Device) -> int | None:
 
 def bench_shape(shape: Shape, dtype: str, repeats: int, with_torch: bool) -> dict[str, Any]:
     """Times, ratios, compile times and memory of one shape in one dtype."""
-    args = _inputs(shape, dtype)
+    args = make_inputs(shape, dtype)
     ours, ours_compile, ours_temp, ours_program = _compiled(impl.conv_general_dilated, shape, args)
     native, native_compile, native_temp, native_program = _compiled(lax.conv_general_dilated,
                                                                     shape, args)

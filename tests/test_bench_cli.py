@@ -33,8 +33,8 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
         assert row["ratio_vs_native"] == pytest.approx(row["seconds"]["ours"] / row["seconds"]["native"])
         assert row["ratio_vs_torch"] is None
         assert row["peak_bytes"] is None  # the CPU backend reports no memory statistics
-    # The depthwise case is reformulated on CPU (impl._formulations.depthwise_taps); every CPU
-    # program also materialises the cotangent (impl._formulations.materialize), so none is native's.
+    # The depthwise case is reformulated on CPU (impl._formulations.depthwise_taps); every float32
+    # CPU program also materialises the cotangent (impl._op._materialized), so none is native's.
     assert [row["same_program"] for row in report["rows"]] == [False, False]
     summary = report["summary"]
     assert set(summary["vs_native"]) == {"median", "worst", "best", "geomean"}
