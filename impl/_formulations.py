@@ -97,11 +97,8 @@ def _from_canonical(out: jax.Array, lhs: jax.Array, config: ConvConfig) -> jax.A
 # dense convolution with the block-diagonal filter
 # F_b[j·μ + m, i'·I + i, t] = F[j·μ + m, i, t] if i' = j else 0: k times the needed products, the
 # extra ones with exact zeros. XLA's CPU backend has a fast dense kernel from 32 input features on
-# and a slow one below, so small groups (depthwise: I = 1) are packed into blocks of at least 32
-# features. For depthwise an elementwise shift-and-add over the taps (O = Σ_t shift_t(X̃)·F[t]) is
-# 30x faster than the native kernel on its own, but XLA fuses it into every consumer of the output
-# and so recomputes it: in jit(grad) of sum(sin(conv)) five times, 145 ms against 97 ms for these
-# blocks (see benchmarks/README.md).
+# and a slow one below, so small groups are packed into blocks of at least 32 features.
+# Depthwise convolutions (I = 1) are faster still as a shift-and-add (``depthwise_taps``).
 def group_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """Feature-grouped convolution as one dense convolution per block of groups."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
@@ -376,6 +373,8 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
+    # Depthwise before polyphase: with lhs dilation (a strided depthwise input gradient) one pass
+    # over the dilated input measured faster than the phases and their interleave.
     if (groups > 1 and groups == lhs_shape[lhs_spec[1]] and batch_groups == 1
             and np.prod(window) <= MAX_UNROLLED_TAPS and 0 not in lhs_shape):
         return depthwise_taps

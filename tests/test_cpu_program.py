@@ -1,0 +1,69 @@
+"""The compiled CPU program computes the cotangent once (impl._op._materialized).
+
+XLA fuses an elementwise producer into each consumer and recomputes it there; for the rule, whose
+formulations read the cotangent several times, that recomputed the loss's ``cos(conv)`` up to six
+times (benchmarks/README.md, item 9). These tests read the optimised HLO: every top-level fusion
+that evaluates a cosine over more than one element is one evaluation of the cotangent.
+"""
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax import lax
+
+import impl
+import impl._op
+
+_COMPUTATION = re.compile(r"^%(\S+) .*\{$")
+_FUSION = re.compile(r"^\s+%\S+ = \w+\[([\d,]*)\]\S* fusion\(.*calls=%([\w.\-]+)")
+
+
+def _full_cosine_fusions(hlo: str) -> int:
+    """Top-level fusions of the entry computation that compute a cosine of more than one element."""
+    with_cosine, current, entry = set(), None, False
+    count = 0
+    for line in hlo.splitlines():
+        if line.startswith("ENTRY"):
+            entry, current = True, None
+            continue
+        match = _COMPUTATION.match(line)
+        if match:
+            current, entry = match.group(1), False
+        elif current and " cosine(" in line:
+            with_cosine.add(current)
+        elif entry:
+            fusion = _FUSION.match(line)
+            if fusion and fusion.group(2) in with_cosine:
+                count += math.prod(int(size) for size in fusion.group(1).split(",") if size) > 1
+    return count
+
+
+def _grad_hlo(conv, dtype: str, **kwargs) -> str:
+    lhs = jnp.ones((2, 8, 12, 12), dtype)
+    rhs = jnp.ones((8, 8 // kwargs.get("feature_group_count", 1), 3, 3), dtype)
+
+    def loss(lhs, rhs):
+        return jnp.sum(jnp.sin(conv(lhs, rhs, (1, 1), "SAME", **kwargs)).astype(jnp.float32))
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1))).lower(lhs, rhs).compile().as_text()
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the materialisation is CPU-only")
+@pytest.mark.parametrize("groups", [8, 2], ids=["depthwise", "grouped"])
+def test_cotangent_is_computed_once(groups, monkeypatch):
+    kwargs = {"feature_group_count": groups}
+    assert _full_cosine_fusions(_grad_hlo(impl.conv_general_dilated, "float32", **kwargs)) == 1
+    # Negative control: without the materialisation XLA recomputes it in several consumers.
+    monkeypatch.setattr(impl._op, "_materialized", lambda cotangent: cotangent)
+    assert _full_cosine_fusions(_grad_hlo(impl.conv_general_dilated, "float32", **kwargs)) > 1
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the materialisation is CPU-only")
+def test_sixteen_bit_cotangents_are_left_to_xla():
+    # Measured slower with the conditional in bfloat16 (impl._op._materialized): no conditional.
+    assert " conditional(" not in _grad_hlo(impl.conv_general_dilated, "bfloat16")
+    assert " conditional(" in _grad_hlo(impl.conv_general_dilated, "float32")
+    assert " conditional(" not in _grad_hlo(lax.conv_general_dilated, "float32")
