@@ -17,19 +17,13 @@ the convolution's output alone: the cosine that XLA's gradient computes, against
 import argparse
 import collections
 import gzip
-import importlib.util
 import json
-import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 import impl
@@ -64,29 +58,6 @@ def operation_times(step: Callable[..., Any], args: tuple[Any, ...], repeats: in
     return wall / repeats / 1e3, {name: us / repeats / 1e3 for name, us in totals.items()}
 
 
-def _median_ms(step: Callable[[], Any], repeats: int) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def loss_elementwise_ms(out: jax.Array, repeats: int) -> tuple[float, float | None]:
-    """(XLA's cos(out), PyTorch's sin(out) + cos(out) or None without torch), median ms."""
-    cosine = jax.jit(jnp.cos)
-    xla = _median_ms(lambda: jax.block_until_ready(cosine(out)), repeats)
-    if importlib.util.find_spec("torch") is None:
-        return xla, None
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in convgrad.bench.torch_step
-    import torch
-
-    tensor = torch.from_numpy(np.array(out.astype(jnp.float32))).to(getattr(torch, str(out.dtype)))
-    return xla, _median_ms(lambda: (torch.sin(tensor), torch.cos(tensor)), repeats)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("shape", help="a shape name of the model suite, e.g. 'depthwise 3x3'")
@@ -101,9 +72,9 @@ def main() -> None:
     operands = bench.make_inputs(shape, args.dtype)
     # First, while no profiler has run in this process (it slows PyTorch's threads afterwards).
     out = lax.conv_general_dilated(*operands, **shape.lax_kwargs())
-    xla, torch_ms = loss_elementwise_ms(out, 2 * args.repeats + 1)
-    torch_text = "n/a" if torch_ms is None else f"{torch_ms:.1f} ms"
-    print(f"the loss alone on the output {out.shape}: XLA cos {xla:.1f} ms, "
+    loss = bench.interleaved_medians(bench.loss_steps(out, with_torch=True), 2 * args.repeats + 1)
+    torch_text = "n/a" if "torch" not in loss else f"{loss['torch'] * 1e3:.1f} ms"
+    print(f"the loss alone on the output {out.shape}: XLA cos {loss['xla'] * 1e3:.1f} ms, "
           f"PyTorch sin + cos {torch_text}")
     for label, conv in (("ours", impl.conv_general_dilated), ("native", lax.conv_general_dilated)):
         wall, times = operation_times(bench.grad_step(conv, shape), operands, args.repeats)

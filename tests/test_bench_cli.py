@@ -32,6 +32,8 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
         assert set(row["seconds"]) == {"ours", "native"}
         assert row["ratio_vs_native"] == pytest.approx(row["seconds"]["ours"] / row["seconds"]["native"])
         assert row["ratio_vs_torch"] is None
+        assert set(row["loss_seconds"]) == {"xla"} and row["loss_seconds"]["xla"] > 0
+        assert row["ratio_vs_torch_loss_excluded"] is None
         assert row["peak_bytes"] is None  # the CPU backend reports no memory statistics
     # The depthwise case is reformulated on CPU (impl._formulations.depthwise_taps); every float32
     # CPU program also materialises the cotangent (impl._op._materialized), so none is native's.
@@ -67,3 +69,12 @@ def test_torch_step_matches_the_shape_when_torch_is_installed():
     shape = bench.quick_suite()[1]
     grads = bench.torch_step(shape, "float32")()
     assert [tuple(g.shape) for g in grads] == [shape.lhs_shape, shape.rhs_shape]
+
+
+def test_loss_excluded_ratio_takes_out_the_loss_cost_difference():
+    pytest.importorskip("torch")
+    row = bench.bench_shape(bench.quick_suite()[0], "float32", repeats=1, with_torch=True)
+    seconds, loss = row["seconds"], row["loss_seconds"]
+    assert set(loss) == {"xla", "torch"}
+    assert row["ratio_vs_torch_loss_excluded"] == pytest.approx(
+        (seconds["ours"] - loss["xla"] + loss["torch"]) / seconds["torch"])
