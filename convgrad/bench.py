@@ -119,8 +119,8 @@ def _compiled(conv: Callable[..., jax.Array], shape: Shape, args: Sequence[jax.A
     return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp, program_text(compiled)
 
 
-def torch_step(shape: Shape, dtype: str) -> Step | None:
-    """PyTorch CPU autograd of the same loss, or ``None`` without torch (an optional extra)."""
+def _torch() -> Any:
+    """The ``torch`` module, or ``None`` without it (an optional extra)."""
     if importlib.util.find_spec("torch") is None:
         return None
     # PyTorch's OpenMP threads spin while idle by default; beside XLA's thread pool on a few
@@ -129,6 +129,14 @@ def torch_step(shape: Shape, dtype: str) -> Step | None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
+    return torch
+
+
+def torch_step(shape: Shape, dtype: str) -> Step | None:
+    """PyTorch CPU autograd of the same loss, or ``None`` without torch (an optional extra)."""
+    torch = _torch()
+    if torch is None:
+        return None
     conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
             3: torch.nn.functional.conv3d}[len(shape.lhs_shape) - 2]
     torch_dtype = getattr(torch, dtype)
@@ -153,10 +161,8 @@ def loss_steps(out: jax.Array, with_torch: bool) -> dict[str, Step]:
     """
     cosine = jax.jit(jnp.cos)
     steps: dict[str, Step] = {"xla": lambda: jax.block_until_ready(cosine(out))}
-    if with_torch and importlib.util.find_spec("torch") is not None:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see torch_step
-        import torch
-
+    torch = _torch() if with_torch else None
+    if torch is not None:
         tensor = torch.from_numpy(np.array(out.astype(jnp.float32))).to(getattr(torch,
                                                                               str(out.dtype)))
         steps["torch"] = lambda: (torch.sin(tensor), torch.cos(tensor))
