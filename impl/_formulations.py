@@ -34,6 +34,14 @@ BATCH_GROUP_BLOCK = 16
 DENSE_KERNEL_FEATURES = 32
 # Most phases (product of lhs dilations) ``polyphase`` splits into.
 MAX_PHASES = 16
+# Dtypes whose XLA:CPU matrix products beat its convolutions (``shift_matmul``, ``taps_matmul``).
+MATMUL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16))
+# Largest block one loop step of those writes (item 8 of benchmarks/README.md: larger buffers
+# come from mmap and page-fault on every use).
+MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
+# Fewest output positions per batch element for ``shift_matmul``: below it the per-element loop
+# costs more than the faster products save ((256, 32, 16, 16) measured 1.5x slower in float32).
+MIN_SHIFT_MATMUL_POSITIONS = 28 * 28
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -64,9 +72,13 @@ def per_group(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
 
 def _compute_dtype(lhs: jax.Array, config: ConvConfig) -> np.dtype:
     """Accumulation type: the preferred type if given, else at least float32 (as XLA's CPU does)."""
+    return _compute_dtype_of(lhs.dtype, config)
+
+
+def _compute_dtype_of(dtype: np.dtype, config: ConvConfig) -> np.dtype:
     if config.preferred_element_type is not None:
         return np.dtype(config.preferred_element_type)
-    return np.dtype(jnp.promote_types(lhs.dtype, jnp.float32))
+    return np.dtype(jnp.promote_types(dtype, jnp.float32))
 
 
 def _dilate_and_pad(lhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -255,7 +267,8 @@ def polyphase(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
         sub = ConvConfig(**{**config.as_lax_kwargs(), "padding": padding,
                             "lhs_dilation": (1,) * len(window),
                             "rhs_dilation": tuple(p[3] for p in picked)})
-        return cpu_formulation(lhs.shape, sub_rhs.shape, sub, lhs.dtype)(lhs, sub_rhs, sub)
+        return cpu_formulation(lhs.shape, sub_rhs.shape, sub, lhs.dtype, nested=True)(
+            lhs, sub_rhs, sub)
 
     def combine(prefix: tuple[int, ...]) -> jax.Array:
         axis = len(prefix)
@@ -307,7 +320,8 @@ def fold_first_axis(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.A
                         "rhs_dilation": config.rhs_dilation[1:],
                         "dimension_numbers": lax.ConvDimensionNumbers(canonical, canonical,
                                                                       canonical)})
-    out = cpu_formulation(columns.shape, filters.shape, sub, columns.dtype)(columns, filters, sub)
+    out = cpu_formulation(columns.shape, filters.shape, sub, columns.dtype, nested=True)(
+        columns, filters, sub)
     out = jnp.moveaxis(out.reshape(-1, outputs, *out.shape[1:]), 1, 2)
     return jnp.transpose(out, np.argsort(out_spec))
 
@@ -344,6 +358,113 @@ def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
     out = out.reshape(out.shape[0], channels * multiplier, *out_spatial)
     return _from_canonical(out, lhs, config)
 
+# Dense stride-1 convolutions as one matrix product per batch element, then a shifted sum.
+#
+# O[b, o, p] = Σ_t Σ_c F[o, c, t] X̃[b, c, p + d·t]: first Y[t, o, q] = Σ_c F[o, c, t] X̃[b, c, q]
+# for every padded position q and every tap t at once, one (T·O × C) by (C × Q) matrix product,
+# then O[b, o, p] = Σ_t Y[t, o, p + d·t], a fused sum of T shifted slices. In the canonical
+# (features, *spatial) layout of one batch element both steps read and write whole contiguous
+# planes, so there are no layout transposes, and XLA:CPU's matrix kernel runs at about twice the
+# speed of its convolution kernel in float32 and four times in bfloat16 (whose matrix products use
+# the AVX-512 BF16 instructions). Batch elements go one at a time (``lax.map``) so that Y, T times
+# the output in the accumulation type, stays in cache-sized buffers (see item 8 of the README).
+
+
+def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense stride-1 convolution as ``dot_general`` for all taps, then a sum of shifted slices."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, _ = config.dimension_numbers
+    dtype = _compute_dtype(lhs, config)
+    out_dtype = config.preferred_element_type or lhs.dtype
+    padded = _dilate_and_pad(jnp.transpose(lhs, lhs_spec), config)      # (B, C, *S̃)
+    filters = jnp.transpose(rhs, rhs_spec).astype(lhs.dtype)             # (O, C, *K)
+    outs, features, taps = filters.shape[0], filters.shape[1], math.prod(window)
+    matrix = jnp.moveaxis(filters.reshape(outs, features, taps), 2, 0).reshape(taps * outs,
+                                                                               features)
+
+    def element(x: jax.Array) -> jax.Array:
+        x = _from_bits(x, lhs.dtype)
+        y = lax.dot_general(matrix, x.reshape(features, -1), (((1,), (0,)), ((), ())),
+                            precision=config.precision, preferred_element_type=dtype)
+        y = y.reshape(taps, outs, *x.shape[1:])
+        out = None
+        for index, tap in enumerate(np.ndindex(*window)):
+            start = [index, 0, *(d * t for d, t in zip(config.rhs_dilation, tap, strict=True))]
+            limit = [index + 1, outs, *(b + m for b, m in zip(start[2:], out_spatial,
+                                                              strict=True))]
+            term = lax.slice(y, start, limit)[0]
+            out = term if out is None else out + term
+        return _as_bits(out.astype(out_dtype))
+
+    out = _from_bits(lax.map(element, _as_bits(padded)), out_dtype)
+    return jnp.transpose(out, np.argsort(config.dimension_numbers.out_spec))
+
+
+# Few output positions (a filter gradient) as one matrix product per lhs feature.
+#
+# The filter gradient of a dense convolution is a convolution whose window is the forward's whole
+# output and whose few output positions are the forward's taps: O[b, o, q] = Σ_c Σ_p
+# X̃[b, c, s·q + d·p] G[o, c, p], with c running over the forward's batch. For each c, the columns
+# A[(q, b), p] = X̃[b, c, s·q + d·p] (the forward input read once per tap, T times its size) and
+# one (T·B × P) by (P × O) product, accumulated over c (``lax.scan``): XLA:CPU's matrix kernel
+# instead of its filter-gradient convolution, ~2x faster in bfloat16 (see the README).
+MAX_TAPS_MATMUL_OUTPUTS = 49
+
+
+def _as_bits(array: jax.Array) -> jax.Array:
+    """16-bit floats as unsigned integers, for the loops of the matrix-product formulations.
+
+    XLA:CPU computes 16-bit float elementwise work in float32, and around a loop that turned into
+    a float32 copy of the whole loop input before the loop and, for ``lax.map``'s stacked output,
+    a dynamic-update-slice that rewrote the whole output on every step (256 steps of (32, 16, 16):
+    83 ms instead of 6). Slices, stacks and dynamic slices of unsigned integers are plain copies;
+    the bits are reinterpreted as floats only where the matrix product reads them.
+    """
+    if array.dtype.itemsize == 2:
+        return lax.bitcast_convert_type(array, jnp.uint16)
+    return array
+
+
+def _from_bits(array: jax.Array, dtype: np.dtype) -> jax.Array:
+    """The inverse of ``_as_bits`` for an array of ``dtype``."""
+    return lax.bitcast_convert_type(array, dtype) if array.dtype != dtype else array
+
+
+def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense convolution with few output positions as one product per lhs feature, summed."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, _ = config.dimension_numbers
+    dtype = _compute_dtype(lhs, config)
+    # Loop over c, the lhs feature axis, in the order of the arrays in memory: for a filter
+    # gradient that is the forward's batch, the major axis (transposing to (B, C) and back costs
+    # two copies of the input).
+    swapped = (lhs_spec[1], lhs_spec[0], *lhs_spec[2:])
+    padded = lax.pad(jnp.transpose(lhs, swapped), jnp.zeros((), lhs.dtype),   # (C, B, *S̃)
+                     [(0, 0, 0), (0, 0, 0), *((lo, hi, a - 1) for (lo, hi), a in zip(
+                         config.padding, config.lhs_dilation, strict=True))])
+    cotangent = jnp.transpose(rhs, (rhs_spec[1], rhs_spec[0], *rhs_spec[2:]))  # (C, O, *K)
+    batch, outs = padded.shape[1], cotangent.shape[1]
+    kind = lhs.dtype
+
+    def feature(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        x, g = pair                                                      # (B, *S̃), (O, *K)
+        columns = []
+        for position in np.ndindex(*out_spatial):
+            start = [0, *(s * q for s, q in zip(config.window_strides, position, strict=True))]
+            limit = [batch, *(b + d * (k - 1) + 1 for b, d, k in zip(
+                start[1:], config.rhs_dilation, window, strict=True))]
+            columns.append(lax.slice(x, start, limit, [1, *config.rhs_dilation]))
+        columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1), kind)
+        part = lax.dot_general(columns, _from_bits(g, kind).reshape(outs, -1),
+                               (((1,), (1,)), ((), ())), precision=config.precision,
+                               preferred_element_type=dtype)
+        return total + part, None
+
+    total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
+    total, _ = lax.scan(feature, total, (_as_bits(padded), _as_bits(cotangent.astype(kind))))
+    out = jnp.moveaxis(total.reshape(*out_spatial, batch, outs), (-2, -1), (0, 1))
+    return _from_canonical(out, lhs, config)
+
 
 def materialize(array: jax.Array) -> jax.Array:
     """``array``, computed once into its own buffer before the formulations read it.
@@ -362,10 +483,16 @@ def materialize(array: jax.Array) -> jax.Array:
 
 
 def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], config: ConvConfig,
-                    dtype: np.dtype) -> Formulation:
-    """The fastest exact formulation of this case on XLA's CPU backend (measured, see README)."""
+                    dtype: np.dtype, nested: bool = False) -> Formulation:
+    """The fastest exact formulation of this case on XLA's CPU backend (measured, see README).
+
+    ``nested``: the case is a sub-convolution of another formulation (a polyphase phase, a folded
+    3-D convolution), where the matrix-product formulations measured slower than the native
+    kernel (their loops and copies come on top of the outer formulation's).
+    """
     if not jnp.issubdtype(dtype, jnp.inexact):
         return native
+    dtype = np.dtype(dtype)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     _, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
     groups = config.feature_group_count
@@ -392,6 +519,19 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
         return per_group
     if dense and np.prod(out_spatial) == 1:
         return single_output_matmul
+    if dense and not nested and dtype in MATMUL_DTYPES and len(window) <= 2:
+        if (np.prod(out_spatial) <= MAX_TAPS_MATMUL_OUTPUTS < np.prod(window)
+                and np.prod(out_spatial) * lhs_shape[lhs_spec[0]] * np.prod(window)
+                * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES):
+            return taps_matmul
+        if (len(window) == 2 and max(config.window_strides) == 1
+                and max(config.lhs_dilation) == 1 and np.prod(window) <= MAX_UNROLLED_TAPS
+                and np.prod(out_spatial) >= MIN_SHIFT_MATMUL_POSITIONS
+                and np.prod(window) * rhs_shape[rhs_spec[0]] * np.prod(
+                    [m + d * (k - 1) for m, d, k in zip(out_spatial, config.rhs_dilation, window,
+                                                        strict=True)])
+                * _compute_dtype_of(dtype, config).itemsize <= MAX_MATMUL_BLOCK_BYTES):
+            return shift_matmul
     return native
 
 

@@ -1,0 +1,168 @@
+"""The matrix-product formulations of dense convolutions on CPU (impl._formulations).
+
+``shift_matmul`` (a dense stride-1 convolution: one matrix product for all taps, then a shifted
+sum) and ``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per
+lhs feature) compute the same sums as the native convolution in another order. The CPU formulation
+choice uses them only for float32 and bfloat16, so the float64 grid of tests/test_op_grid.py never
+reaches them: here they are called directly on the oracle's grid of options, in float64 against
+native lax, and the op that uses them is checked against native autodiff in the dtypes that
+select them.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import impl
+import impl._formulations as formulations
+from convgrad.tolerances import tolerance
+from impl._config import make_config
+from tests.conv_oracle import (
+    AXES,
+    all_choices,
+    make_case,
+    pairwise_cover,
+    random_array,
+    relative_error,
+)
+
+# Dense cases of rank 1 and 2 (the formulations are chosen for nothing else), every other option.
+DENSE_AXES = {**AXES, "rank": (1, 2), "groups": ("none",), "batch": ("full",)}
+COVER = pairwise_cover(DENSE_AXES)
+
+
+def _name(choice: dict[str, Any]) -> str:
+    return "-".join(f"{key}={value}" for key, value in choice.items())
+
+
+def _against_native(formulation: Callable[..., jax.Array], choice: dict[str, Any],
+                    dtype: str, **extra: Any) -> float:
+    case = make_case(choice)
+    rng = np.random.default_rng(7)
+    lhs = random_array(rng, case.lhs_shape, dtype)
+    rhs = random_array(rng, case.rhs_shape, dtype)
+    config = make_config(lhs, rhs, **{**case.kwargs, **extra})
+    ours, native = jax.jit(lambda lhs, rhs: (formulation(lhs, rhs, config),
+                                             formulations.native(lhs, rhs, config)))(lhs, rhs)
+    assert ours.shape == native.shape and ours.dtype == native.dtype
+    assert np.any(np.asarray(native) != 0), f"{case.name}: the native result is all zero"
+    return relative_error(ours, native)
+
+
+def _formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
+    """``taps_matmul`` takes every dense case; ``shift_matmul`` those with stride 1, no lhs dilation."""
+    chosen = [formulations.taps_matmul]
+    if choice["strides"] == "unit" and not choice["lhs_dilation"]:
+        chosen.append(formulations.shift_matmul)
+    return chosen
+
+
+@pytest.mark.parametrize("choice", COVER, ids=_name)
+def test_matmul_formulations_equal_native_in_float64(choice: dict[str, Any]) -> None:
+    for formulation in _formulations_for(choice):
+        error = _against_native(formulation, choice, "float64")
+        assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", list(all_choices(DENSE_AXES)), ids=_name)
+def test_matmul_formulations_equal_native_on_the_full_grid(choice: dict[str, Any]) -> None:
+    for formulation in _formulations_for(choice):
+        error = _against_native(formulation, choice, "float64")
+        assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
+
+
+@pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
+                                              ("bfloat16", "float32")])
+@pytest.mark.parametrize("choice", COVER[:6], ids=_name)
+def test_matmul_formulations_in_the_dtypes_that_select_them(
+        choice: dict[str, Any], dtype: str, preferred: str | None) -> None:
+    for formulation in _formulations_for(choice):
+        error = _against_native(formulation, choice, dtype, preferred_element_type=preferred)
+        assert error <= tolerance(preferred or dtype), f"{formulation.__name__}: {error:.3e}"
+
+
+@dataclasses.dataclass
+class _Recorder:
+    """Records the CPU formulation chosen for each convolution the op traces."""
+
+    chosen: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.choose = formulations.cpu_formulation
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Callable[..., jax.Array]:
+        formulation = self.choose(*args, **kwargs)
+        if not kwargs.get("nested"):
+            self.chosen.append(formulation.__name__)
+        return formulation
+
+
+def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
+            rhs_shape: tuple[int, ...], dtype: str, **kwargs: Any) -> list[str]:
+    """Formulations of (forward, input gradient, filter gradient) of ``jax.grad`` of the op."""
+    recorder = _Recorder()
+    monkeypatch.setattr(formulations, "cpu_formulation", recorder)
+
+    def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        out = impl.conv_general_dilated(lhs, rhs, (1,) * (len(lhs_shape) - 2), "SAME", **kwargs)
+        return jnp.sum(out.astype(jnp.float32))
+
+    jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(jax.ShapeDtypeStruct(lhs_shape, dtype),
+                                                   jax.ShapeDtypeStruct(rhs_shape, dtype))
+    return recorder.chosen
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_resnet_layer_uses_the_matrix_product_formulations(
+        monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    assert _chosen(monkeypatch, (16, 64, 56, 56), (64, 64, 3, 3), dtype) == [
+        "shift_matmul", "shift_matmul", "taps_matmul"]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, expected", [
+    # Other dtypes keep the native kernel (not measured faster).
+    ((16, 64, 56, 56), (64, 64, 3, 3), "float64", ["native", "native", "native"]),
+    ((16, 64, 56, 56), (64, 64, 3, 3), "float16", ["native", "native", "native"]),
+    # Small planes: the per-element loop costs more than it saves; the filter gradient still gains.
+    ((256, 32, 16, 16), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
+    # 3-D: folded into 2-D sub-convolutions, where the products measured slower.
+    ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3), "float32",
+     ["fold_first_axis", "fold_first_axis", "fold_first_axis"]),
+])
+def test_where_the_matrix_product_formulations_are_not_used(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+        dtype: str, expected: list[str]) -> None:
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == expected
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_op_with_them_matches_native_autodiff(monkeypatch: pytest.MonkeyPatch,
+                                                   dtype: str) -> None:
+    lhs_shape, rhs_shape = (2, 4, 28, 30), (5, 4, 3, 2)
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == [
+        "shift_matmul", "shift_matmul", "taps_matmul"]
+    monkeypatch.undo()
+    rng = np.random.default_rng(3)
+    lhs, rhs = random_array(rng, lhs_shape, dtype), random_array(rng, rhs_shape, dtype)
+    cotangent = random_array(rng, (2, 5, 28, 30), dtype)
+
+    def outputs(conv: Callable[..., jax.Array], *operands: jax.Array) -> tuple[jax.Array, ...]:
+        lhs, rhs, cotangent = operands
+        out, vjp = jax.vjp(lambda lhs, rhs: conv(lhs, rhs, (1, 1), "SAME"), lhs, rhs)
+        return (out, *vjp(cotangent))
+
+    ours = jax.jit(lambda *operands: outputs(impl.conv_general_dilated, *operands))(
+        lhs, rhs, cotangent)
+    native = jax.jit(lambda *operands: outputs(lax.conv_general_dilated, *operands))(
+        lhs, rhs, cotangent)
+    for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, native, strict=True):
+        assert actual.dtype == expected.dtype
+        error = relative_error(actual, expected)
+        assert error <= tolerance(dtype), f"{what}: {error:.3e}"
