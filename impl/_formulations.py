@@ -14,7 +14,7 @@ gradient of a grouped convolution is a *batch*-grouped convolution, which is slo
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -358,45 +358,67 @@ def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
     out = out.reshape(out.shape[0], channels * multiplier, *out_spatial)
     return _from_canonical(out, lhs, config)
 
-# Dense stride-1 convolutions as one matrix product per batch element, then a shifted sum.
+# Dense convolutions as one matrix product per batch element, then a sum of shifted reads.
 #
-# O[b, o, p] = Σ_t Σ_c F[o, c, t] X̃[b, c, p + d·t]: first Y[t, o, q] = Σ_c F[o, c, t] X̃[b, c, q]
-# for every padded position q and every tap t at once, one (T·O × C) by (C × Q) matrix product,
-# then O[b, o, p] = Σ_t Y[t, o, p + d·t], a fused sum of T shifted slices. In the canonical
-# (features, *spatial) layout of one batch element both steps read and write whole contiguous
-# planes, so there are no layout transposes, and XLA:CPU's matrix kernel runs at about twice the
-# speed of its convolution kernel in float32 and four times in bfloat16 (whose matrix products use
-# the AVX-512 BF16 instructions). Batch elements go one at a time (``lax.map``) so that Y, T times
-# the output in the accumulation type, stays in cache-sized buffers (see item 8 of the README).
+# O[b, o, p] = Σ_t Σ_c F[o, c, t] X̃[b, c, s·p + d·t]. Multiply first, for every input position q
+# and every tap t at once: Y[t, o, q] = Σ_c F[o, c, t] X[b, c, q], one (T·O × C) by (C × Q) matrix
+# product. Dilating, padding and reading act on space only, so they commute with that product:
+# O[b, o, p] = Σ_t Ỹ_t[o, s·p + d·t], with Ỹ_t = Y[t] dilated and padded like X̃. That sum is one
+# fused elementwise pass (``_shifted``: a pad and a strided slice per tap, no padded copies). In the
+# canonical (features, *spatial) layout of one batch element both steps read and write whole
+# contiguous planes, so there are no layout transposes, and XLA:CPU's matrix kernel runs at about
+# twice the speed of its convolution kernel in float32 and four times in bfloat16 (whose matrix
+# products use the AVX-512 BF16 instructions). Batch elements go one at a time (``lax.map``) so
+# that Y, T times the input in the accumulation type, stays in cache-sized buffers (item 8 of
+# benchmarks/README.md). Exact for every option; chosen for stride 1 without lhs dilation, where
+# Y holds no unneeded products (see ``_matmul_formulation``).
+
+
+def _shifted(array: jax.Array, config: ConvConfig, offsets: Sequence[int], steps: Sequence[int],
+             sizes: Sequence[int]) -> jax.Array:
+    """``X̃[offset + step·i]`` for i < size along each spatial (trailing) axis of ``array``.
+
+    X̃ is ``array`` dilated by ``a`` and padded by (lo, hi) as in the convolution; the read is one
+    lax.pad (negative where it crops) and one strided slice, which XLA fuses into their consumer,
+    so no padded copy of the array is made.
+    """
+    lead = array.ndim - len(sizes)
+    pads, limits = [(0, 0, 0)] * lead, list(array.shape[:lead])
+    for n, size, step, a, (lo, _), offset in zip(array.shape[lead:], sizes, steps,
+                                                config.lhs_dilation, config.padding, offsets,
+                                                strict=True):
+        low, span = lo - offset, step * (size - 1) + 1
+        pads.append((low, span - low - ((n - 1) * a + 1), a - 1))
+        limits.append(span)
+    padded = lax.pad(array, jnp.zeros((), array.dtype), pads)
+    return lax.slice(padded, [0] * array.ndim, limits, [1] * lead + list(steps))
 
 
 def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A dense stride-1 convolution as ``dot_general`` for all taps, then a sum of shifted slices."""
+    """A dense convolution as ``dot_general`` for all taps, then a sum of shifted slices."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     dtype = _compute_dtype(lhs, config)
     out_dtype = config.preferred_element_type or lhs.dtype
-    padded = _dilate_and_pad(jnp.transpose(lhs, lhs_spec), config)      # (B, C, *S̃)
     filters = jnp.transpose(rhs, rhs_spec).astype(lhs.dtype)             # (O, C, *K)
     outs, features, taps = filters.shape[0], filters.shape[1], math.prod(window)
     matrix = jnp.moveaxis(filters.reshape(outs, features, taps), 2, 0).reshape(taps * outs,
                                                                                features)
 
     def element(x: jax.Array) -> jax.Array:
-        x = _from_bits(x, lhs.dtype)
+        x = _from_bits(x, lhs.dtype)                                     # (C, *S)
         y = lax.dot_general(matrix, x.reshape(features, -1), (((1,), (0,)), ((), ())),
                             precision=config.precision, preferred_element_type=dtype)
         y = y.reshape(taps, outs, *x.shape[1:])
         out = None
         for index, tap in enumerate(np.ndindex(*window)):
-            start = [index, 0, *(d * t for d, t in zip(config.rhs_dilation, tap, strict=True))]
-            limit = [index + 1, outs, *(b + m for b, m in zip(start[2:], out_spatial,
-                                                              strict=True))]
-            term = lax.slice(y, start, limit)[0]
+            offsets = tuple(d * t for d, t in zip(config.rhs_dilation, tap, strict=True))
+            term = _shifted(y[index], config, offsets, config.window_strides, out_spatial)
             out = term if out is None else out + term
         return _as_bits(out.astype(out_dtype))
 
-    out = _from_bits(lax.map(element, _as_bits(padded)), out_dtype)
+    out = lax.map(element, _as_bits(jnp.transpose(lhs, lhs_spec)))
+    out = _from_bits(out, out_dtype)
     return jnp.transpose(out, np.argsort(config.dimension_numbers.out_spec))
 
 
@@ -405,9 +427,10 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
 # The filter gradient of a dense convolution is a convolution whose window is the forward's whole
 # output and whose few output positions are the forward's taps: O[b, o, q] = Σ_c Σ_p
 # X̃[b, c, s·q + d·p] G[o, c, p], with c running over the forward's batch. For each c, the columns
-# A[(q, b), p] = X̃[b, c, s·q + d·p] (the forward input read once per tap, T times its size) and
-# one (T·B × P) by (P × O) product, accumulated over c (``lax.scan``): XLA:CPU's matrix kernel
-# instead of its filter-gradient convolution, ~2x faster in bfloat16 (see the README).
+# A[(q, b), p] = X̃[b, c, s·q + d·p] (the forward input read once per output position, read
+# straight from the unpadded input by ``_shifted``) and one (Q·B × P) by (P × O) product,
+# accumulated over c (``lax.scan``): XLA:CPU's matrix kernel instead of its filter-gradient
+# convolution (see benchmarks/README.md).
 MAX_TAPS_MATMUL_OUTPUTS = 49
 
 
@@ -438,22 +461,17 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     # Loop over c, the lhs feature axis, in the order of the arrays in memory: for a filter
     # gradient that is the forward's batch, the major axis (transposing to (B, C) and back costs
     # two copies of the input).
-    swapped = (lhs_spec[1], lhs_spec[0], *lhs_spec[2:])
-    padded = lax.pad(jnp.transpose(lhs, swapped), jnp.zeros((), lhs.dtype),   # (C, B, *S̃)
-                     [(0, 0, 0), (0, 0, 0), *((lo, hi, a - 1) for (lo, hi), a in zip(
-                         config.padding, config.lhs_dilation, strict=True))])
+    inputs = jnp.transpose(lhs, (lhs_spec[1], lhs_spec[0], *lhs_spec[2:]))       # (C, B, *S)
     cotangent = jnp.transpose(rhs, (rhs_spec[1], rhs_spec[0], *rhs_spec[2:]))  # (C, O, *K)
-    batch, outs = padded.shape[1], cotangent.shape[1]
+    batch, outs = inputs.shape[1], cotangent.shape[1]
     kind = lhs.dtype
 
     def feature(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        x, g = pair                                                      # (B, *S̃), (O, *K)
-        columns = []
-        for position in np.ndindex(*out_spatial):
-            start = [0, *(s * q for s, q in zip(config.window_strides, position, strict=True))]
-            limit = [batch, *(b + d * (k - 1) + 1 for b, d, k in zip(
-                start[1:], config.rhs_dilation, window, strict=True))]
-            columns.append(lax.slice(x, start, limit, [1, *config.rhs_dilation]))
+        x, g = pair                                                      # (B, *S), (O, *K)
+        columns = [_shifted(x, config, [s * q for s, q in zip(config.window_strides, position,
+                                                              strict=True)],
+                            config.rhs_dilation, window)
+                   for position in np.ndindex(*out_spatial)]
         columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1), kind)
         part = lax.dot_general(columns, _from_bits(g, kind).reshape(outs, -1),
                                (((1,), (1,)), ((), ())), precision=config.precision,
@@ -461,7 +479,7 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
         return total + part, None
 
     total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
-    total, _ = lax.scan(feature, total, (_as_bits(padded), _as_bits(cotangent.astype(kind))))
+    total, _ = lax.scan(feature, total, (_as_bits(inputs), _as_bits(cotangent.astype(kind))))
     out = jnp.moveaxis(total.reshape(*out_spatial, batch, outs), (-2, -1), (0, 1))
     return _from_canonical(out, lhs, config)
 
@@ -482,6 +500,29 @@ def materialize(array: jax.Array) -> jax.Array:
     return lax.cond(first == first, lambda a: a, lambda a: jnp.negative(jnp.negative(a)), array)
 
 
+def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+                        config: ConvConfig, dtype: np.dtype) -> Formulation | None:
+    """``taps_matmul`` or ``shift_matmul`` where they measured faster, else None (dense cases).
+
+    Measured slower, so left to the others: ``shift_matmul`` with lhs dilation (the input gradient
+    of a strided convolution; polyphase is faster) and on planes of fewer than 28 x 28 positions.
+    """
+    lhs_spec, rhs_spec, _ = config.dimension_numbers
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
+    if len(window) > 2 or 0 in lhs_shape or 0 in rhs_shape or 0 in out_spatial:
+        return None
+    taps, positions = np.prod(window), np.prod(out_spatial)
+    if (positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and positions * lhs_shape[lhs_spec[0]] * taps
+            * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES):
+        return taps_matmul
+    if (len(window) == 2 and max(config.window_strides) == 1 and max(config.lhs_dilation) == 1
+            and taps <= MAX_UNROLLED_TAPS and np.prod(in_spatial) >= MIN_SHIFT_MATMUL_POSITIONS
+            and taps * rhs_shape[rhs_spec[0]] * np.prod(in_spatial)
+            * _compute_dtype_of(dtype, config).itemsize <= MAX_MATMUL_BLOCK_BYTES):
+        return shift_matmul
+    return None
+
+
 def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], config: ConvConfig,
                     dtype: np.dtype, nested: bool = False) -> Formulation:
     """The fastest exact formulation of this case on XLA's CPU backend (measured, see README).
@@ -500,6 +541,10 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
+    if dense and not nested and dtype in MATMUL_DTYPES:
+        matmul = _matmul_formulation(lhs_shape, rhs_shape, config, dtype)
+        if matmul is not None:
+            return matmul
     # Depthwise before polyphase: with lhs dilation (a strided depthwise input gradient) one pass
     # over the dilated input measured faster than the phases and their interleave.
     if (groups > 1 and groups == lhs_shape[lhs_spec[1]] and batch_groups == 1
@@ -519,19 +564,6 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
         return per_group
     if dense and np.prod(out_spatial) == 1:
         return single_output_matmul
-    if dense and not nested and dtype in MATMUL_DTYPES and len(window) <= 2:
-        if (np.prod(out_spatial) <= MAX_TAPS_MATMUL_OUTPUTS < np.prod(window)
-                and np.prod(out_spatial) * lhs_shape[lhs_spec[0]] * np.prod(window)
-                * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES):
-            return taps_matmul
-        if (len(window) == 2 and max(config.window_strides) == 1
-                and max(config.lhs_dilation) == 1 and np.prod(window) <= MAX_UNROLLED_TAPS
-                and np.prod(out_spatial) >= MIN_SHIFT_MATMUL_POSITIONS
-                and np.prod(window) * rhs_shape[rhs_spec[0]] * np.prod(
-                    [m + d * (k - 1) for m, d, k in zip(out_spatial, config.rhs_dilation, window,
-                                                        strict=True)])
-                * _compute_dtype_of(dtype, config).itemsize <= MAX_MATMUL_BLOCK_BYTES):
-            return shift_matmul
     return native
 
 

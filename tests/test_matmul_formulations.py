@@ -1,8 +1,8 @@
 """The matrix-product formulations of dense convolutions on CPU (impl._formulations).
 
-``shift_matmul`` (a dense stride-1 convolution: one matrix product for all taps, then a shifted
-sum) and ``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per
-lhs feature) compute the same sums as the native convolution in another order. The CPU formulation
+``shift_matmul`` (one matrix product for all taps, then a sum of shifted reads) and
+``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per lhs
+feature) compute the same sums as the native convolution in another order. The CPU formulation
 choice uses them only for float32 and bfloat16, so the float64 grid of tests/test_op_grid.py never
 reaches them: here they are called directly on the oracle's grid of options, in float64 against
 native lax, and the op that uses them is checked against native autodiff in the dtypes that
@@ -56,11 +56,8 @@ def _against_native(formulation: Callable[..., jax.Array], choice: dict[str, Any
 
 
 def _formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
-    """``taps_matmul`` takes every dense case; ``shift_matmul`` those with stride 1, no lhs dilation."""
-    chosen = [formulations.taps_matmul]
-    if choice["strides"] == "unit" and not choice["lhs_dilation"]:
-        chosen.append(formulations.shift_matmul)
-    return chosen
+    """Both take every dense option (the CPU choice uses ``shift_matmul`` at stride 1 only)."""
+    return [formulations.shift_matmul, formulations.taps_matmul]
 
 
 @pytest.mark.parametrize("choice", COVER, ids=_name)
