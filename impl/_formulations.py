@@ -360,18 +360,27 @@ def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
 
 # Dense convolutions as one matrix product per batch element, then a sum of shifted reads.
 #
-# O[b, o, p] = Σ_t Σ_c F[o, c, t] X̃[b, c, s·p + d·t]. Multiply first, for every input position q
-# and every tap t at once: Y[t, o, q] = Σ_c F[o, c, t] X[b, c, q], one (T·O × C) by (C × Q) matrix
-# product. Dilating, padding and reading act on space only, so they commute with that product:
-# O[b, o, p] = Σ_t Ỹ_t[o, s·p + d·t], with Ỹ_t = Y[t] dilated and padded like X̃. That sum is one
-# fused elementwise pass (``_shifted``: a pad and a strided slice per tap, no padded copies). In the
-# canonical (features, *spatial) layout of one batch element both steps read and write whole
-# contiguous planes, so there are no layout transposes, and XLA:CPU's matrix kernel runs at about
-# twice the speed of its convolution kernel in float32 and four times in bfloat16 (whose matrix
-# products use the AVX-512 BF16 instructions). Batch elements go one at a time (``lax.map``) so
-# that Y, T times the input in the accumulation type, stays in cache-sized buffers (item 8 of
-# benchmarks/README.md). Exact for every option; chosen for stride 1 without lhs dilation, where
-# Y holds no unneeded products (see ``_matmul_formulation``).
+# O[b, o, p] = Σ_t Σ_c F[o, c, t] X̃[b, c, s·p + d·t], X̃ the input padded by (lo, hi), so the tap t
+# reads X[s·p + d·t - lo]. Multiply first, for every input position and every tap at once:
+# Y[t, o, q] = Σ_c F[o, c, t] X[b, c, q] is one (T·O × C) by (C × Q) matrix product, and then
+# O[b, o, p] = Σ_t Y[t, o, s·p + d·t - lo] (zero outside), a fused sum of shifted reads (``_read``:
+# one lax.pad per tap, no padded copies). With stride s only every s-th position of Y would be
+# read, so the input is split into its s phases X[r::s] (per axis) first: phase r meets exactly the
+# taps with d·t - lo ≡ r (mod s), at offset (d·t - lo - r) / s, and each phase is one product with
+# its taps' filters. Every product computed is needed. In the canonical (features, *spatial) layout
+# of one batch element both steps read and write whole contiguous planes, so there are no layout
+# transposes, and XLA:CPU's matrix kernel runs at about twice the speed of its convolution kernel
+# in float32 and four times in bfloat16 (whose matrix products use the AVX-512 BF16 instructions).
+# Batch elements go one at a time (``lax.map``) so that Y, T times the input in the accumulation
+# type, stays in cache-sized buffers (item 8 of benchmarks/README.md).
+
+
+def _read(array: jax.Array, starts: Sequence[int], sizes: Sequence[int]) -> jax.Array:
+    """``array[..., start + i]`` for i < size along each trailing axis, zero outside the array."""
+    lead = array.ndim - len(sizes)
+    pads = [(0, 0, 0)] * lead + [(-start, start + size - n, 0) for n, start, size in zip(
+        array.shape[lead:], starts, sizes, strict=True)]
+    return lax.pad(array, jnp.zeros((), array.dtype), pads)
 
 
 def _shifted(array: jax.Array, config: ConvConfig, offsets: Sequence[int], steps: Sequence[int],
@@ -395,26 +404,41 @@ def _shifted(array: jax.Array, config: ConvConfig, offsets: Sequence[int], steps
 
 
 def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A dense convolution as ``dot_general`` for all taps, then a sum of shifted slices."""
+    """A dense convolution without lhs dilation as products for all taps, then shifted sums."""
+    if max(config.lhs_dilation) > 1:
+        raise ValueError(f"shift_matmul takes no lhs dilation (got {config.lhs_dilation})")
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     dtype = _compute_dtype(lhs, config)
     out_dtype = config.preferred_element_type or lhs.dtype
     filters = jnp.transpose(rhs, rhs_spec).astype(lhs.dtype)             # (O, C, *K)
-    outs, features, taps = filters.shape[0], filters.shape[1], math.prod(window)
-    matrix = jnp.moveaxis(filters.reshape(outs, features, taps), 2, 0).reshape(taps * outs,
-                                                                               features)
+    outs, features = filters.shape[:2]
+    strides, lows = config.window_strides, [lo for lo, _ in config.padding]
+    # Input phase r (per axis, r < s) meets the taps t with d·t - lo ≡ r (mod s), each at the
+    # offset (d·t - lo - r) / s into X[r::s].
+    phases = []
+    for phase in np.ndindex(*strides):
+        taps = [tap for tap in np.ndindex(*window) if all(
+            (d * t - lo - r) % s == 0 for d, t, lo, r, s in zip(
+                config.rhs_dilation, tap, lows, phase, strides, strict=True))]
+        if taps:
+            matrix = jnp.concatenate([filters[(slice(None), slice(None), *tap)] for tap in taps])
+            offsets = [[(d * t - lo - r) // s for d, t, lo, r, s in zip(
+                config.rhs_dilation, tap, lows, phase, strides, strict=True)] for tap in taps]
+            phases.append((phase, matrix, offsets))
 
     def element(x: jax.Array) -> jax.Array:
         x = _from_bits(x, lhs.dtype)                                     # (C, *S)
-        y = lax.dot_general(matrix, x.reshape(features, -1), (((1,), (0,)), ((), ())),
-                            precision=config.precision, preferred_element_type=dtype)
-        y = y.reshape(taps, outs, *x.shape[1:])
-        out = None
-        for index, tap in enumerate(np.ndindex(*window)):
-            offsets = tuple(d * t for d, t in zip(config.rhs_dilation, tap, strict=True))
-            term = _shifted(y[index], config, offsets, config.window_strides, out_spatial)
-            out = term if out is None else out + term
+        out = jnp.zeros((outs, *out_spatial), dtype)
+        for phase, matrix, offsets in phases:
+            part = lax.slice(x, [0, *phase], x.shape, [1, *strides])
+            if part.size == 0:
+                continue
+            y = lax.dot_general(matrix, part.reshape(features, -1), (((1,), (0,)), ((), ())),
+                                precision=config.precision, preferred_element_type=dtype)
+            y = y.reshape(len(offsets), outs, *part.shape[1:])
+            for index, starts in enumerate(offsets):
+                out = out + _read(y[index], starts, out_spatial)
         return _as_bits(out.astype(out_dtype))
 
     out = lax.map(element, _as_bits(jnp.transpose(lhs, lhs_spec)))
@@ -504,8 +528,10 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                         config: ConvConfig, dtype: np.dtype) -> Formulation | None:
     """``taps_matmul`` or ``shift_matmul`` where they measured faster, else None (dense cases).
 
-    Measured slower, so left to the others: ``shift_matmul`` with lhs dilation (the input gradient
-    of a strided convolution; polyphase is faster) and on planes of fewer than 28 x 28 positions.
+    ``shift_matmul`` is left out where it measured slower: on outputs of fewer than 28 x 28
+    positions per batch element, in one spatial dimension (no gain), and with lhs dilation (the
+    input gradient of a strided convolution), which it does not take: ``polyphase`` splits that
+    into stride-1 phases.
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
@@ -515,9 +541,10 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     if (positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and positions * lhs_shape[lhs_spec[0]] * taps
             * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES):
         return taps_matmul
-    if (len(window) == 2 and max(config.window_strides) == 1 and max(config.lhs_dilation) == 1
-            and taps <= MAX_UNROLLED_TAPS and np.prod(in_spatial) >= MIN_SHIFT_MATMUL_POSITIONS
-            and taps * rhs_shape[rhs_spec[0]] * np.prod(in_spatial)
+    if (len(window) == 2 and max(config.lhs_dilation) == 1 and taps <= MAX_UNROLLED_TAPS
+            and positions >= MIN_SHIFT_MATMUL_POSITIONS
+            and taps * rhs_shape[rhs_spec[0]] * np.prod(
+                [-(-n // s) for n, s in zip(in_spatial, config.window_strides, strict=True)])
             * _compute_dtype_of(dtype, config).itemsize <= MAX_MATMUL_BLOCK_BYTES):
         return shift_matmul
     return None

@@ -56,8 +56,17 @@ def _against_native(formulation: Callable[..., jax.Array], choice: dict[str, Any
 
 
 def _formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
-    """Both take every dense option (the CPU choice uses ``shift_matmul`` at stride 1 only)."""
+    """``taps_matmul`` takes every dense option, ``shift_matmul`` all but lhs dilation."""
+    if choice["lhs_dilation"]:
+        return [formulations.taps_matmul]
     return [formulations.shift_matmul, formulations.taps_matmul]
+
+
+def test_shift_matmul_refuses_lhs_dilation() -> None:
+    lhs, rhs = jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 2, 2))
+    config = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 1))
+    with pytest.raises(ValueError, match="lhs dilation"):
+        formulations.shift_matmul(lhs, rhs, config)
 
 
 @pytest.mark.parametrize("choice", COVER, ids=_name)
@@ -107,8 +116,10 @@ def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
     recorder = _Recorder()
     monkeypatch.setattr(formulations, "cpu_formulation", recorder)
 
+    kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), **kwargs}
+
     def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        out = impl.conv_general_dilated(lhs, rhs, (1,) * (len(lhs_shape) - 2), "SAME", **kwargs)
+        out = impl.conv_general_dilated(lhs, rhs, padding="SAME", **kwargs)
         return jnp.sum(out.astype(jnp.float32))
 
     jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(jax.ShapeDtypeStruct(lhs_shape, dtype),
@@ -121,6 +132,9 @@ def test_a_resnet_layer_uses_the_matrix_product_formulations(
         monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
     assert _chosen(monkeypatch, (16, 64, 56, 56), (64, 64, 3, 3), dtype) == [
         "shift_matmul", "shift_matmul", "taps_matmul"]
+    # Stride 2: the forward by input phases; its input gradient (lhs dilation) by polyphase.
+    assert _chosen(monkeypatch, (16, 128, 56, 56), (128, 128, 3, 3), dtype,
+                   window_strides=(2, 2)) == ["shift_matmul", "polyphase", "taps_matmul"]
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, expected", [
@@ -139,20 +153,25 @@ def test_where_the_matrix_product_formulations_are_not_used(
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == expected
 
 
+@pytest.mark.parametrize("strides, lhs_shape, expected", [
+    ((1, 1), (2, 4, 28, 30), ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ((2, 2), (2, 4, 56, 59), ["shift_matmul", "polyphase", "taps_matmul"]),
+])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_op_with_them_matches_native_autodiff(monkeypatch: pytest.MonkeyPatch,
-                                                   dtype: str) -> None:
-    lhs_shape, rhs_shape = (2, 4, 28, 30), (5, 4, 3, 2)
-    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == [
-        "shift_matmul", "shift_matmul", "taps_matmul"]
+def test_the_op_with_them_matches_native_autodiff(
+        monkeypatch: pytest.MonkeyPatch, dtype: str, strides: tuple[int, int],
+        lhs_shape: tuple[int, ...], expected: list[str]) -> None:
+    rhs_shape = (5, 4, 3, 2)
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides) == expected
     monkeypatch.undo()
     rng = np.random.default_rng(3)
     lhs, rhs = random_array(rng, lhs_shape, dtype), random_array(rng, rhs_shape, dtype)
-    cotangent = random_array(rng, (2, 5, 28, 30), dtype)
+    out_shape = jax.eval_shape(lambda: lax.conv_general_dilated(lhs, rhs, strides, "SAME")).shape
+    cotangent = random_array(rng, out_shape, dtype)
 
     def outputs(conv: Callable[..., jax.Array], *operands: jax.Array) -> tuple[jax.Array, ...]:
         lhs, rhs, cotangent = operands
-        out, vjp = jax.vjp(lambda lhs, rhs: conv(lhs, rhs, (1, 1), "SAME"), lhs, rhs)
+        out, vjp = jax.vjp(lambda lhs, rhs: conv(lhs, rhs, strides, "SAME"), lhs, rhs)
         return (out, *vjp(cotangent))
 
     ours = jax.jit(lambda *operands: outputs(impl.conv_general_dilated, *operands))(
