@@ -36,6 +36,10 @@ DENSE_KERNEL_FEATURES = 32
 MAX_PHASES = 16
 # Dtypes whose XLA:CPU matrix products beat its convolutions (``shift_matmul``, ``taps_matmul``).
 MATMUL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16))
+# Dtypes for which they also serve as the sub-convolutions of ``polyphase`` and ``fold_first_axis``:
+# in bfloat16 that measured 0.65 (3x3 stride 2) and 0.53 (3-D video) of a step without; in
+# float32 1.12 and 1.16 (slower in the step, though faster alone).
+NESTED_MATMUL_DTYPES = (np.dtype(jnp.bfloat16),)
 # Largest block one loop step of those writes (item 8 of benchmarks/README.md: larger buffers
 # come from mmap and page-fault on every use).
 MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
@@ -555,8 +559,7 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     """The fastest exact formulation of this case on XLA's CPU backend (measured, see README).
 
     ``nested``: the case is a sub-convolution of another formulation (a polyphase phase, a folded
-    3-D convolution), where the matrix-product formulations measured slower than the native
-    kernel (their loops and copies come on top of the outer formulation's).
+    3-D convolution); there the matrix-product formulations serve bfloat16 only.
     """
     if not jnp.issubdtype(dtype, jnp.inexact):
         return native
@@ -568,7 +571,7 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
-    if dense and not nested and dtype in MATMUL_DTYPES:
+    if dense and dtype in (NESTED_MATMUL_DTYPES if nested else MATMUL_DTYPES):
         matmul = _matmul_formulation(lhs_shape, rhs_shape, config, dtype)
         if matmul is not None:
             return matmul

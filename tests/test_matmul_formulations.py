@@ -99,21 +99,22 @@ class _Recorder:
     """Records the CPU formulation chosen for each convolution the op traces."""
 
     chosen: list[str] = dataclasses.field(default_factory=list)
+    nested: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.choose = formulations.cpu_formulation
 
     def __call__(self, *args: Any, **kwargs: Any) -> Callable[..., jax.Array]:
         formulation = self.choose(*args, **kwargs)
-        if not kwargs.get("nested"):
-            self.chosen.append(formulation.__name__)
+        (self.nested if kwargs.get("nested") else self.chosen).append(formulation.__name__)
         return formulation
 
 
 def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
-            rhs_shape: tuple[int, ...], dtype: str, **kwargs: Any) -> list[str]:
+            rhs_shape: tuple[int, ...], dtype: str, recorder: _Recorder | None = None,
+            **kwargs: Any) -> list[str]:
     """Formulations of (forward, input gradient, filter gradient) of ``jax.grad`` of the op."""
-    recorder = _Recorder()
+    recorder = recorder or _Recorder()
     monkeypatch.setattr(formulations, "cpu_formulation", recorder)
 
     kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), **kwargs}
@@ -137,13 +138,21 @@ def test_a_resnet_layer_uses_the_matrix_product_formulations(
                    window_strides=(2, 2)) == ["shift_matmul", "polyphase", "taps_matmul"]
 
 
+def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes = ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3))
+    for dtype, expected in (("float32", set()), ("bfloat16", {"shift_matmul", "taps_matmul"})):
+        recorder = _Recorder()
+        assert _chosen(monkeypatch, *shapes, dtype, recorder) == ["fold_first_axis"] * 3
+        assert set(recorder.nested) & {"shift_matmul", "taps_matmul"} == expected
+
+
 @pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, expected", [
     # Other dtypes keep the native kernel (not measured faster).
     ((16, 64, 56, 56), (64, 64, 3, 3), "float64", ["native", "native", "native"]),
     ((16, 64, 56, 56), (64, 64, 3, 3), "float16", ["native", "native", "native"]),
     # Small planes: the per-element loop costs more than it saves; the filter gradient still gains.
     ((256, 32, 16, 16), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
-    # 3-D: folded into 2-D sub-convolutions, where the products measured slower.
+    # 3-D: folded into 2-D sub-convolutions, where in float32 the products measured slower.
     ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3), "float32",
      ["fold_first_axis", "fold_first_axis", "fold_first_axis"]),
 ])
