@@ -10,7 +10,9 @@ dilated by ``a`` and padded by ``(lo, hi)``, and the convolution is
 
 Why these exist (measured on CPU, see ``benchmarks/README.md``): XLA's CPU backend lowers a
 grouped convolution by expanding it into a dense one (``groups`` times the work), and the filter
-gradient of a grouped convolution is a *batch*-grouped convolution, which is slower still.
+gradient of a grouped convolution is a *batch*-grouped convolution, which is slower still; and its
+matrix kernel runs at about twice the speed of its convolution kernel in float32 and four times
+in bfloat16, so large dense convolutions are faster as matrix products.
 """
 
 import math
