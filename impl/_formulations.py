@@ -15,13 +15,18 @@ matrix kernel runs at about twice the speed of its convolution kernel in float32
 in bfloat16, so large dense convolutions are faster as matrix products.
 """
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.extend.core import Primitive
+from jax.interpreters import mlir
 
 from impl._config import ConvConfig, spatial_shapes
 
@@ -530,6 +535,43 @@ def materialize(array: jax.Array) -> jax.Array:
     return lax.cond(first == first, lambda a: a, lambda a: jnp.negative(jnp.negative(a)), array)
 
 
+# Whether formulations that loop over images (``shift_matmul``, ``taps_matmul``) may be chosen.
+# XLA's SPMD partitioner does not split a loop's iterations: under jit over several devices with a
+# batch-sharded input, those loops gathered the whole batch onto every device (and the input
+# gradient came back replicated). ``conv`` therefore traces a loop-free choice as well and picks
+# between the two when lowering, by the number of devices the program runs on.
+_PER_IMAGE_LOOPS = contextvars.ContextVar("convgrad_per_image_loops", default=True)
+
+
+@contextlib.contextmanager
+def _per_image_loops(allowed: bool) -> Iterator[None]:
+    token = _PER_IMAGE_LOOPS.set(allowed)
+    try:
+        yield
+    finally:
+        _PER_IMAGE_LOOPS.reset(token)
+
+
+def _one_device_per_program(axis_context: Any) -> bool:
+    """Whether the program being lowered runs as one program per device on local data: a jit on
+    one device, or the body of a shard_map (or pmap) with every mesh axis manual."""
+    devices = getattr(axis_context, "num_devices", None)
+    if devices is not None:
+        return devices == 1
+    mesh, manual = getattr(axis_context, "mesh", None), getattr(axis_context, "manual_axes", None)
+    if mesh is not None and manual is not None:
+        return set(mesh.axis_names) <= set(manual)
+    return hasattr(axis_context, "axis_env")  # pmap: each replica's program is per device
+
+
+# 1 when lowered for one device per program (see above), else 0: a constant XLA folds away.
+_one_device_p = Primitive("convgrad_one_device_per_program")
+_one_device_p.def_impl(lambda: np.int32(1))
+_one_device_p.def_abstract_eval(lambda: jax.core.ShapedArray((), np.int32))
+mlir.register_lowering(_one_device_p, lambda ctx: [mlir.ir_constant(
+    np.int32(_one_device_per_program(ctx.module_context.axis_context)))])
+
+
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                         config: ConvConfig, dtype: np.dtype) -> Formulation | None:
     """``taps_matmul`` or ``shift_matmul`` where they measured faster, else None (dense cases).
@@ -541,7 +583,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
-    if len(window) > 2 or 0 in lhs_shape or 0 in rhs_shape or 0 in out_spatial:
+    if (not _PER_IMAGE_LOOPS.get() or len(window) > 2 or 0 in lhs_shape or 0 in rhs_shape
+            or 0 in out_spatial):
         return None
     taps, positions = np.prod(window), np.prod(out_spatial)
     if (positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and positions * lhs_shape[lhs_spec[0]] * taps
@@ -603,10 +646,23 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """``lax.conv_general_dilated(lhs, rhs, **config)`` in the best formulation per backend.
 
     The choice is made when lowering (``lax.platform_dependent``): CPU gets the formulation that
-    measured fastest for this case, other backends the native convolution.
+    measured fastest for this case, other backends the native convolution. On CPU, where that
+    formulation loops over images, a loop-free one is lowered instead for programs that span
+    several devices (``_PER_IMAGE_LOOPS``).
     """
     cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
     if cpu is native:
         return native(lhs, rhs, config)
-    return lax.platform_dependent(lhs, rhs, cpu=lambda a, b: cpu(a, b, config),
-                                  default=lambda a, b: native(a, b, config))
+
+    def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        if np.dtype(lhs.dtype) not in MATMUL_DTYPES:
+            return cpu(lhs, rhs, config)
+
+        def spread(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+            with _per_image_loops(False):
+                return cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)(lhs, rhs, config)
+
+        return lax.switch(_one_device_p.bind(), [spread, lambda a, b: cpu(a, b, config)],
+                          lhs, rhs)
+
+    return lax.platform_dependent(lhs, rhs, cpu=on_cpu, default=lambda a, b: native(a, b, config))

@@ -10,7 +10,12 @@ select them.
 """
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -31,6 +36,8 @@ from tests.conv_oracle import (
     random_array,
     relative_error,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Dense cases of rank 1 and 2 (the formulations are chosen for nothing else), every other option.
 DENSE_AXES = {**AXES, "rank": (1, 2), "groups": ("none",), "batch": ("full",)}
@@ -106,7 +113,10 @@ class _Recorder:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Callable[..., jax.Array]:
         formulation = self.choose(*args, **kwargs)
-        (self.nested if kwargs.get("nested") else self.chosen).append(formulation.__name__)
+        # The choice for one device per program; ``conv`` also traces a loop-free one for
+        # programs spread over several devices (tested below, in a subprocess).
+        if formulations._PER_IMAGE_LOOPS.get():
+            (self.nested if kwargs.get("nested") else self.chosen).append(formulation.__name__)
         return formulation
 
 
@@ -191,3 +201,48 @@ def test_the_op_with_them_matches_native_autodiff(
         assert actual.dtype == expected.dtype
         error = relative_error(actual, expected)
         assert error <= tolerance(dtype), f"{what}: {error:.3e}"
+
+
+SHARDED_SCRIPT = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import impl
+assert len(jax.devices()) == 8, jax.devices()
+mesh = Mesh(np.array(jax.devices()), ("b",))
+lhs, rhs = jnp.ones((16, 8, 28, 28)), jnp.ones((8, 8, 3, 3))
+
+def grad(conv):
+    return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), "SAME"))), argnums=(0, 1))
+
+def count(hlo):
+    return {op: hlo.count(op) for op in ("all-gather", "while(")}
+
+one = jax.jit(grad(impl.conv_general_dilated))
+spread_lhs = jax.device_put(lhs, NamedSharding(mesh, P("b")))
+spread_rhs = jax.device_put(rhs, NamedSharding(mesh, P()))
+local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh, in_specs=(P("b"), P()),
+                              out_specs=(P("b"), P()), check_vma=False))
+print(json.dumps({
+    "one device": count(one.lower(lhs, rhs).compile().as_text()),
+    "batch sharded": count(one.lower(spread_lhs, spread_rhs).compile().as_text()),
+    "input gradient spec": list(one(spread_lhs, spread_rhs)[0].sharding.spec),
+    "shard_map": count(local.lower(spread_lhs, spread_rhs).compile().as_text()),
+}))
+"""
+
+
+def test_per_image_loops_are_lowered_only_for_one_device_per_program() -> None:
+    """A loop's iterations are not split by XLA's SPMD partitioner: over 8 devices the op lowers
+    the loop-free formulations (no all-gather of the batch, input gradient still sharded); on one
+    device, and per device inside shard_map, it keeps the loops."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["one device"]["while("] > 0, result
+    assert result["shard_map"]["while("] > 0, result
+    assert result["batch sharded"] == {"all-gather": 0, "while(": 0}, result
+    assert result["input gradient spec"] == ["b"], result
