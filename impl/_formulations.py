@@ -50,6 +50,8 @@ NESTED_MATMUL_DTYPES = (np.dtype(jnp.bfloat16),)
 # Largest block one loop step of those writes (item 8 of benchmarks/README.md: larger buffers
 # come from mmap and page-fault on every use).
 MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
+# Most output positions (taps of a filter gradient) for ``taps_matmul``.
+MAX_TAPS_MATMUL_OUTPUTS = 49
 # Fewest output positions per batch element for ``shift_matmul``: below it the per-element loop
 # costs more than the faster products save ((256, 32, 16, 16) measured 1.5x slower in float32).
 MIN_SHIFT_MATMUL_POSITIONS = 28 * 28
@@ -466,7 +468,6 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
 # straight from the unpadded input by ``_shifted``) and one (Q·B × P) by (P × O) product,
 # accumulated over c (``lax.scan``): XLA:CPU's matrix kernel instead of its filter-gradient
 # convolution (see benchmarks/README.md).
-MAX_TAPS_MATMUL_OUTPUTS = 49
 
 
 def _as_bits(array: jax.Array) -> jax.Array:
@@ -654,8 +655,11 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     if cpu is native:
         return native(lhs, rhs, config)
 
+    may_loop = cpu in (shift_matmul, taps_matmul) or (
+        np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES and cpu in (polyphase, fold_first_axis))
+
     def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        if np.dtype(lhs.dtype) not in MATMUL_DTYPES:
+        if not may_loop:
             return cpu(lhs, rhs, config)
 
         def spread(lhs: jax.Array, rhs: jax.Array) -> jax.Array:

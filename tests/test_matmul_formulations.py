@@ -212,8 +212,8 @@ assert len(jax.devices()) == 8, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("b",))
 lhs, rhs = jnp.ones((16, 8, 28, 28)), jnp.ones((8, 8, 3, 3))
 
-def grad(conv):
-    return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), "SAME"))), argnums=(0, 1))
+def grad(conv, strides=(1, 1)):
+    return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, "SAME"))), argnums=(0, 1))
 
 def count(hlo):
     return {op: hlo.count(op) for op in ("all-gather", "while(")}
@@ -223,11 +223,18 @@ spread_lhs = jax.device_put(lhs, NamedSharding(mesh, P("b")))
 spread_rhs = jax.device_put(rhs, NamedSharding(mesh, P()))
 local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh, in_specs=(P("b"), P()),
                               out_specs=(P("b"), P()), check_vma=False))
+strided = jax.jit(grad(impl.conv_general_dilated, (2, 2)))
+wide, rhs16 = jnp.ones((16, 8, 56, 56), jnp.bfloat16), rhs.astype(jnp.bfloat16)
 print(json.dumps({
     "one device": count(one.lower(lhs, rhs).compile().as_text()),
     "batch sharded": count(one.lower(spread_lhs, spread_rhs).compile().as_text()),
     "input gradient spec": list(one(spread_lhs, spread_rhs)[0].sharding.spec),
     "shard_map": count(local.lower(spread_lhs, spread_rhs).compile().as_text()),
+    # bfloat16, stride 2: the loops also sit inside polyphase's phases there.
+    "one device, bfloat16 stride 2": count(strided.lower(wide, rhs16).compile().as_text()),
+    "batch sharded, bfloat16 stride 2": count(strided.lower(
+        jax.device_put(wide, NamedSharding(mesh, P("b"))),
+        jax.device_put(rhs16, NamedSharding(mesh, P()))).compile().as_text()),
 }))
 """
 
@@ -244,5 +251,7 @@ def test_per_image_loops_are_lowered_only_for_one_device_per_program() -> None:
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["one device"]["while("] > 0, result
     assert result["shard_map"]["while("] > 0, result
+    assert result["one device, bfloat16 stride 2"]["while("] > 0, result
     assert result["batch sharded"] == {"all-gather": 0, "while(": 0}, result
+    assert result["batch sharded, bfloat16 stride 2"] == {"all-gather": 0, "while(": 0}, result
     assert result["input gradient spec"] == ["b"], result
