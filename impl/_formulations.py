@@ -388,31 +388,26 @@ def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
 # type, stays in cache-sized buffers (item 8 of benchmarks/README.md).
 
 
-def _read(array: jax.Array, starts: Sequence[int], sizes: Sequence[int]) -> jax.Array:
-    """``array[..., start + i]`` for i < size along each trailing axis, zero outside the array."""
-    lead = array.ndim - len(sizes)
-    pads = [(0, 0, 0)] * lead + [(-start, start + size - n, 0) for n, start, size in zip(
-        array.shape[lead:], starts, sizes, strict=True)]
-    return lax.pad(array, jnp.zeros((), array.dtype), pads)
+def _read(array: jax.Array, starts: Sequence[int], sizes: Sequence[int],
+          steps: Sequence[int] | None = None, dilation: Sequence[int] | None = None) -> jax.Array:
+    """``Ã[start + step·i]`` for i < size along each trailing axis, zero outside.
 
-
-def _shifted(array: jax.Array, config: ConvConfig, offsets: Sequence[int], steps: Sequence[int],
-             sizes: Sequence[int]) -> jax.Array:
-    """``X̃[offset + step·i]`` for i < size along each spatial (trailing) axis of ``array``.
-
-    X̃ is ``array`` dilated by ``a`` and padded by (lo, hi) as in the convolution; the read is one
-    lax.pad (negative where it crops) and one strided slice, which XLA fuses into their consumer,
-    so no padded copy of the array is made.
+    Ã is ``array`` dilated by ``dilation`` along those axes (a negative start reads into the zero
+    padding before it). One lax.pad (negative where it crops) and one strided slice, which XLA
+    fuses into their consumer: no padded copy of the array is made.
     """
     lead = array.ndim - len(sizes)
+    steps = steps or (1,) * len(sizes)
+    dilation = dilation or (1,) * len(sizes)
     pads, limits = [(0, 0, 0)] * lead, list(array.shape[:lead])
-    for n, size, step, a, (lo, _), offset in zip(array.shape[lead:], sizes, steps,
-                                                config.lhs_dilation, config.padding, offsets,
-                                                strict=True):
-        low, span = lo - offset, step * (size - 1) + 1
-        pads.append((low, span - low - ((n - 1) * a + 1), a - 1))
+    for n, start, size, step, a in zip(array.shape[lead:], starts, sizes, steps, dilation,
+                                       strict=True):
+        span = step * (size - 1) + 1
+        pads.append((-start, span + start - ((n - 1) * a + 1), a - 1))
         limits.append(span)
     padded = lax.pad(array, jnp.zeros((), array.dtype), pads)
+    if max(steps) == 1:
+        return padded
     return lax.slice(padded, [0] * array.ndim, limits, [1] * lead + list(steps))
 
 
@@ -465,7 +460,7 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
 # output and whose few output positions are the forward's taps: O[b, o, q] = Σ_c Σ_p
 # X̃[b, c, s·q + d·p] G[o, c, p], with c running over the forward's batch. For each c, the columns
 # A[(q, b), p] = X̃[b, c, s·q + d·p] (the forward input read once per output position, read
-# straight from the unpadded input by ``_shifted``) and one (Q·B × P) by (P × O) product,
+# straight from the unpadded input by ``_read``) and one (Q·B × P) by (P × O) product,
 # accumulated over c (``lax.scan``): XLA:CPU's matrix kernel instead of its filter-gradient
 # convolution (see benchmarks/README.md).
 
@@ -504,10 +499,9 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
 
     def feature(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
         x, g = pair                                                      # (B, *S), (O, *K)
-        columns = [_shifted(x, config, [s * q for s, q in zip(config.window_strides, position,
-                                                              strict=True)],
-                            config.rhs_dilation, window)
-                   for position in np.ndindex(*out_spatial)]
+        columns = [_read(x, [s * q - lo for s, q, (lo, _) in zip(
+            config.window_strides, position, config.padding, strict=True)], window,
+            config.rhs_dilation, config.lhs_dilation) for position in np.ndindex(*out_spatial)]
         columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1), kind)
         part = lax.dot_general(columns, _from_bits(g, kind).reshape(outs, -1),
                                (((1,), (1,)), ((), ())), precision=config.precision,
