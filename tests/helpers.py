@@ -1,6 +1,10 @@
 """Shared helpers for tests: random arrays and comparisons under the per-dtype tolerance table."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -25,3 +29,16 @@ def assert_close(actual: Any, expected: Any, dtype: Any = "float64", what: str =
     scale = max(float(np.max(np.abs(expected))), 1.0)
     error = float(np.max(np.abs(actual - expected)))
     assert error <= tolerance(dtype) * scale, f"{what}: max abs error {error:.3e} (scale {scale:.3e})"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_on_eight_cpu_devices(script: str) -> str:
+    """stdout of ``script`` run in a fresh Python with 8 host CPU devices (fixed at JAX's start)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

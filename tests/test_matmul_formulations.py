@@ -11,11 +11,7 @@ select them.
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -36,8 +32,7 @@ from tests.conv_oracle import (
     random_array,
     relative_error,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_on_eight_cpu_devices
 
 # Dense cases of rank 1 and 2 (the formulations are chosen for nothing else), every other option.
 DENSE_AXES = {**AXES, "rank": (1, 2), "groups": ("none",), "batch": ("full",)}
@@ -246,12 +241,7 @@ def test_per_image_loops_are_lowered_only_for_one_device_per_program() -> None:
     """A loop's iterations are not split by XLA's SPMD partitioner: over 8 devices the op lowers
     the loop-free formulations (no all-gather of the batch, input gradient still sharded); on one
     device, and per device inside shard_map, it keeps the loops."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
+    result = json.loads(run_on_eight_cpu_devices(SHARDED_SCRIPT).splitlines()[-1])
     assert result["one device"]["while("] > 0, result
     assert result["shard_map"]["while("] > 0, result
     assert result["one device, bfloat16 stride 2"]["while("] > 0, result

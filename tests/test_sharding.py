@@ -7,14 +7,10 @@ Runs in a subprocess, because the device count is fixed when JAX starts
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_on_eight_cpu_devices
 
 SCRIPT = """
 import json, sys
@@ -29,12 +25,7 @@ for mesh in ((8,), (4, 2), (2, 4)):
 
 @pytest.fixture(scope="module")
 def checks():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    return [json.loads(line) for line in run_on_eight_cpu_devices(SCRIPT).splitlines()]
 
 
 def test_batch_sharded_over_eight_devices_matches_unsharded(checks):
