@@ -450,8 +450,7 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
         return _as_bits(out.astype(out_dtype))
 
     out = lax.map(element, _as_bits(jnp.transpose(lhs, lhs_spec)))
-    out = _from_bits(out, out_dtype)
-    return jnp.transpose(out, np.argsort(config.dimension_numbers.out_spec))
+    return _from_canonical(_from_bits(out, out_dtype), lhs, config)
 
 
 # Few output positions (a filter gradient) as one matrix product per lhs feature.
