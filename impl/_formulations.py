@@ -41,7 +41,8 @@ BATCH_GROUP_BLOCK = 16
 DENSE_KERNEL_FEATURES = 32
 # Most phases (product of lhs dilations) ``polyphase`` splits into.
 MAX_PHASES = 16
-# Dtypes whose XLA:CPU matrix products beat its convolutions (``shift_matmul``, ``taps_matmul``).
+# Dtypes whose XLA:CPU matrix products beat its convolutions (``shift_matmul``, ``taps_matmul``,
+# ``columns_matmul``).
 MATMUL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16))
 # Dtypes for which they also serve as the sub-convolutions of ``polyphase`` and ``fold_first_axis``:
 # in bfloat16 that measured 0.65 (3x3 stride 2) and 0.53 (3-D video) of a step without; in
@@ -52,9 +53,10 @@ NESTED_MATMUL_DTYPES = (np.dtype(jnp.bfloat16),)
 MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
 # Most output positions (taps of a filter gradient) for ``taps_matmul``.
 MAX_TAPS_MATMUL_OUTPUTS = 49
-# Fewest output positions per batch element for ``shift_matmul``: below it the per-element loop
-# costs more than the faster products save ((256, 32, 16, 16) measured 1.5x slower in float32).
-MIN_SHIFT_MATMUL_POSITIONS = 28 * 28
+# Fewest output positions per batch element for the per-element formulations (``shift_matmul``,
+# ``columns_matmul``): below it the loop costs more than the faster products save
+# ((256, 32, 16, 16) measured 1.5x slower in float32).
+MIN_PER_IMAGE_POSITIONS = 28 * 28
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -380,12 +382,15 @@ def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
 # one lax.pad per tap, no padded copies). With stride s only every s-th position of Y would be
 # read, so the input is split into its s phases X[r::s] (per axis) first: phase r meets exactly the
 # taps with d·t - lo ≡ r (mod s), at offset (d·t - lo - r) / s, and each phase is one product with
-# its taps' filters. Every product computed is needed. In the canonical (features, *spatial) layout
-# of one batch element both steps read and write whole contiguous planes, so there are no layout
-# transposes, and XLA:CPU's matrix kernel runs at about twice the speed of its convolution kernel
-# in float32 and four times in bfloat16 (whose matrix products use the AVX-512 BF16 instructions).
-# Batch elements go one at a time (``lax.map``) so that Y, T times the input in the accumulation
-# type, stays in cache-sized buffers (item 8 of benchmarks/README.md).
+# its taps' filters. Every product computed is needed. With lhs dilation a and unit strides (an
+# input gradient) the reads are of Y dilated by a, O[b, o, p] = Σ_t Ỹ[t, o, p + d·t - lo], so only
+# the real inputs are multiplied (XLA:CPU measured this slower than ``polyphase`` in 2-D and faster
+# in 1-D). In the canonical (features, *spatial) layout of one batch element both steps read and
+# write whole contiguous planes, so there are no layout transposes, and XLA:CPU's matrix kernel
+# runs at about twice the speed of its convolution kernel in float32 and four times in bfloat16
+# (whose matrix products use the AVX-512 BF16 instructions). Batch elements go one at a time
+# (``lax.map``) so that Y, T times the input in the accumulation type, stays in cache-sized buffers
+# (item 8 of benchmarks/README.md).
 
 
 def _read(array: jax.Array, starts: Sequence[int], sizes: Sequence[int],
@@ -412,9 +417,10 @@ def _read(array: jax.Array, starts: Sequence[int], sizes: Sequence[int],
 
 
 def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A dense convolution without lhs dilation as products for all taps, then shifted sums."""
-    if max(config.lhs_dilation) > 1:
-        raise ValueError(f"shift_matmul takes no lhs dilation (got {config.lhs_dilation})")
+    """A dense convolution as products for all taps, then shifted sums (lhs dilation: unit strides)."""
+    if max(config.lhs_dilation) > 1 and max(config.window_strides) > 1:
+        raise ValueError(f"shift_matmul takes lhs dilation {config.lhs_dilation} only with unit "
+                         f"window strides (got {config.window_strides})")
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     dtype = _compute_dtype(lhs, config)
@@ -446,7 +452,8 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
                                 precision=config.precision, preferred_element_type=dtype)
             y = y.reshape(len(offsets), outs, *part.shape[1:])
             for index, starts in enumerate(offsets):
-                out = out + _read(y[index], starts, out_spatial)
+                out = out + _read(y[index], starts, out_spatial,
+                                  dilation=config.lhs_dilation)
         return _as_bits(out.astype(out_dtype))
 
     out = lax.map(element, _as_bits(jnp.transpose(lhs, lhs_spec)))
@@ -513,6 +520,38 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     return _from_canonical(out, lhs, config)
 
 
+# A dense convolution as one matrix product per batch element over gathered columns (im2col).
+#
+# O[b, o, p] = Σ_{t, c} F[o, c, t] X̃[b, c, s·p + d·t]: for each batch element, the columns
+# A[(t, c), p] = X̃[c, s·p + d·t] (one strided read of the unpadded input per tap, ``_read``) and
+# one (O × T·C) by (T·C × M) product. Where the window is short (1-D audio) the products of
+# ``shift_matmul`` contract over C alone and write T times the input; these contract over T·C and
+# write the output once, and measured faster (item 12 of benchmarks/README.md).
+def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense convolution as one matrix product per batch element over its im2col columns."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, _ = config.dimension_numbers
+    dtype = _compute_dtype(lhs, config)
+    out_dtype = config.preferred_element_type or lhs.dtype
+    filters = jnp.transpose(rhs, rhs_spec).astype(lhs.dtype)             # (O, C, *K)
+    outs = filters.shape[0]
+    matrix = jnp.moveaxis(filters, 1, -1).reshape(outs, -1)              # (O, T·C), t-major
+    lows = [lo for lo, _ in config.padding]
+
+    def element(x: jax.Array) -> jax.Array:                              # (C, *S)
+        columns = [_read(x, [d * t - lo for d, t, lo in zip(config.rhs_dilation, tap, lows,
+                                                           strict=True)],
+                         out_spatial, config.window_strides, config.lhs_dilation)
+                   for tap in np.ndindex(*window)]
+        columns = _from_bits(jnp.stack(columns), lhs.dtype).reshape(matrix.shape[1], -1)
+        out = lax.dot_general(matrix, columns, (((1,), (0,)), ((), ())),
+                              precision=config.precision, preferred_element_type=dtype)
+        return _as_bits(out.reshape(outs, *out_spatial).astype(out_dtype))
+
+    out = lax.map(element, _as_bits(jnp.transpose(lhs, lhs_spec)))
+    return _from_canonical(_from_bits(out, out_dtype), lhs, config)
+
+
 def materialize(array: jax.Array) -> jax.Array:
     """``array``, computed once into its own buffer before the formulations read it.
 
@@ -568,12 +607,13 @@ mlir.register_lowering(_one_device_p, lambda ctx: [mlir.ir_constant(
 
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                         config: ConvConfig, dtype: np.dtype) -> Formulation | None:
-    """``taps_matmul`` or ``shift_matmul`` where they measured faster, else None (dense cases).
+    """A matrix-product formulation where one measured faster, else None (dense cases).
 
-    ``shift_matmul`` is left out where it measured slower: on outputs of fewer than 28 x 28
-    positions per batch element, in one spatial dimension (no gain), and with lhs dilation (the
-    input gradient of a strided convolution), which it does not take: ``polyphase`` splits that
-    into stride-1 phases.
+    ``taps_matmul`` for few output positions (filter gradients). Per batch element, from 28 x 28
+    output positions on (below, the loop costs more than the faster products save): in 2-D
+    ``shift_matmul``, but not with lhs dilation (the input gradient of a strided convolution),
+    where ``polyphase`` into stride-1 phases measured faster; in 1-D ``columns_matmul``, and
+    ``shift_matmul`` with lhs dilation (unit strides), which there beat ``polyphase``.
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
@@ -584,12 +624,20 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     if (positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and positions * lhs_shape[lhs_spec[0]] * taps
             * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES):
         return taps_matmul
-    if (len(window) == 2 and max(config.lhs_dilation) == 1 and taps <= MAX_UNROLLED_TAPS
-            and positions >= MIN_SHIFT_MATMUL_POSITIONS
-            and taps * rhs_shape[rhs_spec[0]] * np.prod(
-                [-(-n // s) for n, s in zip(in_spatial, config.window_strides, strict=True)])
-            * _compute_dtype_of(dtype, config).itemsize <= MAX_MATMUL_BLOCK_BYTES):
+    if taps > MAX_UNROLLED_TAPS or positions < MIN_PER_IMAGE_POSITIONS:
+        return None
+    dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
+    # The largest buffer of one step: Y (taps x outputs x input phase) or the columns.
+    shift_block = taps * rhs_shape[rhs_spec[0]] * np.prod(
+        [-(-n // s) for n, s in zip(in_spatial, config.window_strides, strict=True)]
+    ) * _compute_dtype_of(dtype, config).itemsize
+    columns_block = taps * lhs_shape[lhs_spec[1]] * positions * dtype.itemsize
+    if len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES:
         return shift_matmul
+    if len(window) == 1 and dilated and not strided and shift_block <= MAX_MATMUL_BLOCK_BYTES:
+        return shift_matmul
+    if len(window) == 1 and not dilated and columns_block <= MAX_MATMUL_BLOCK_BYTES:
+        return columns_matmul
     return None
 
 
@@ -648,7 +696,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     if cpu is native:
         return native(lhs, rhs, config)
 
-    may_loop = cpu in (shift_matmul, taps_matmul) or (
+    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul) or (
         np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES and cpu in (polyphase, fold_first_axis))
 
     def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:

@@ -1,8 +1,9 @@
 """The matrix-product formulations of dense convolutions on CPU (impl._formulations).
 
-``shift_matmul`` (one matrix product for all taps, then a sum of shifted reads) and
+``shift_matmul`` (one matrix product for all taps, then a sum of shifted reads),
 ``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per lhs
-feature) compute the same sums as the native convolution in another order. The CPU formulation
+feature) and ``columns_matmul`` (im2col columns per batch element, one matrix product) compute
+the same sums as the native convolution in another order. The CPU formulation
 choice uses them only for float32 and bfloat16, so the float64 grid of tests/test_op_grid.py never
 reaches them: here they are called directly on the oracle's grid of options, in float64 against
 native lax, and the op that uses them is checked against native autodiff in the dtypes that
@@ -26,6 +27,7 @@ from convgrad.tolerances import tolerance
 from impl._config import make_config
 from tests.conv_oracle import (
     AXES,
+    STRIDES,
     all_choices,
     make_case,
     pairwise_cover,
@@ -58,15 +60,18 @@ def _against_native(formulation: Callable[..., jax.Array], choice: dict[str, Any
 
 
 def _formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
-    """``taps_matmul`` takes every dense option, ``shift_matmul`` all but lhs dilation."""
-    if choice["lhs_dilation"]:
-        return [formulations.taps_matmul]
-    return [formulations.shift_matmul, formulations.taps_matmul]
+    """``taps_matmul`` and ``columns_matmul`` take every dense option, ``shift_matmul`` all but
+    lhs dilation together with strides."""
+    every = [formulations.taps_matmul, formulations.columns_matmul]
+    if choice["lhs_dilation"] and STRIDES[choice["strides"]][:choice["rank"]] != (1,) * choice[
+            "rank"]:
+        return every
+    return [formulations.shift_matmul, *every]
 
 
-def test_shift_matmul_refuses_lhs_dilation() -> None:
+def test_shift_matmul_refuses_lhs_dilation_with_strides() -> None:
     lhs, rhs = jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 2, 2))
-    config = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)), lhs_dilation=(2, 1))
+    config = make_config(lhs, rhs, (1, 2), ((1, 1), (1, 1)), lhs_dilation=(2, 1))
     with pytest.raises(ValueError, match="lhs dilation"):
         formulations.shift_matmul(lhs, rhs, config)
 
@@ -143,6 +148,15 @@ def test_a_resnet_layer_uses_the_matrix_product_formulations(
                    window_strides=(2, 2)) == ["shift_matmul", "polyphase", "taps_matmul"]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_dimensional_audio_uses_columns_and_dilated_shifts(
+        monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    # Stride 2: the forward as columns, its input gradient (lhs dilation 2) as products of the
+    # undilated cotangent read with dilation, the filter gradient by taps.
+    assert _chosen(monkeypatch, (8, 64, 8000), (128, 64, 5), dtype, window_strides=(2,)) == [
+        "columns_matmul", "shift_matmul", "taps_matmul"]
+
+
 def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
     shapes = ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3))
     for dtype, expected in (("float32", set()), ("bfloat16", {"shift_matmul", "taps_matmul"})):
@@ -167,15 +181,16 @@ def test_where_the_matrix_product_formulations_are_not_used(
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == expected
 
 
-@pytest.mark.parametrize("strides, lhs_shape, expected", [
-    ((1, 1), (2, 4, 28, 30), ["shift_matmul", "shift_matmul", "taps_matmul"]),
-    ((2, 2), (2, 4, 56, 59), ["shift_matmul", "polyphase", "taps_matmul"]),
+@pytest.mark.parametrize("strides, lhs_shape, rhs_shape, expected", [
+    ((1, 1), (2, 4, 28, 30), (5, 4, 3, 2), ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ((2, 2), (2, 4, 56, 59), (5, 4, 3, 2), ["shift_matmul", "polyphase", "taps_matmul"]),
+    ((1,), (2, 4, 900), (5, 4, 3), ["columns_matmul", "columns_matmul", "taps_matmul"]),
+    ((2,), (2, 4, 1801), (5, 4, 4), ["columns_matmul", "shift_matmul", "taps_matmul"]),
 ])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_op_with_them_matches_native_autodiff(
-        monkeypatch: pytest.MonkeyPatch, dtype: str, strides: tuple[int, int],
-        lhs_shape: tuple[int, ...], expected: list[str]) -> None:
-    rhs_shape = (5, 4, 3, 2)
+        monkeypatch: pytest.MonkeyPatch, dtype: str, strides: tuple[int, ...],
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], expected: list[str]) -> None:
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides) == expected
     monkeypatch.undo()
     rng = np.random.default_rng(3)
