@@ -28,6 +28,7 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
+from impl import _vma
 from impl._config import ConvConfig, spatial_shapes
 
 Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
@@ -514,7 +515,9 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
                                preferred_element_type=dtype)
         return total + part, None
 
+    # A fresh zero varies over no mesh axis; the body's sums vary over the operands' (shard_map).
     total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
+    total = _vma.as_varying(total, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
     total, _ = lax.scan(feature, total, (_as_bits(inputs), _as_bits(cotangent.astype(kind))))
     out = jnp.moveaxis(total.reshape(*out_spatial, batch, outs), (-2, -1), (0, 1))
     return _from_canonical(out, lhs, config)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from impl import _formulations
+from impl import _formulations, _vma
 from impl._config import ConvConfig, make_config
 from impl._rule import lhs_cotangent, rhs_cotangent
 
@@ -52,8 +52,12 @@ def _conv_bwd(
     # rule applied to the rule.
     conv = _rule_conv
     cotangent = _materialized(cotangent)
-    return (lhs_cotangent(conv, cotangent, rhs, config, lhs.shape, lhs.dtype),
-            rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype))
+    # Under shard_map, an operand that varies over fewer mesh axes than the output (a filter
+    # replicated over a data-parallel axis) gets the sum of the per-device cotangents.
+    return (_vma.sum_to_type_of(lhs_cotangent(conv, cotangent, rhs, config, lhs.shape, lhs.dtype),
+                                lhs),
+            _vma.sum_to_type_of(rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype),
+                                rhs))
 
 
 def _materialized(cotangent: jnp.ndarray) -> jnp.ndarray:

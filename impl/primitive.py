@@ -25,7 +25,7 @@ from jax.extend.core import Primitive
 from jax.extend.core import primitives as lax_primitives
 from jax.interpreters import ad, batching, mlir
 
-from impl import _rule
+from impl import _rule, _vma
 from impl._config import ConvConfig, make_config
 from impl._primitive_batching import batch_rule
 
@@ -33,7 +33,12 @@ conv_general_dilated_p = Primitive("convgrad_conv_general_dilated")
 
 
 def _bind(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """This primitive as a ``conv(lhs, rhs, config)`` function, the form the rule builds from."""
+    """This primitive as a ``conv(lhs, rhs, config)`` function, the form the rule builds from.
+
+    Under ``shard_map`` both operands are first typed as varying over the same mesh axes, as lax
+    does for its own convolution; JAX transposes that cast into the sum over devices.
+    """
+    lhs, rhs = _vma.to_common_type(lhs, rhs)
     return conv_general_dilated_p.bind(lhs, rhs, config=config)
 
 

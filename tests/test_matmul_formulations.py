@@ -233,7 +233,7 @@ one = jax.jit(grad(impl.conv_general_dilated))
 spread_lhs = jax.device_put(lhs, NamedSharding(mesh, P("b")))
 spread_rhs = jax.device_put(rhs, NamedSharding(mesh, P()))
 local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh, in_specs=(P("b"), P()),
-                              out_specs=(P("b"), P()), check_vma=False))
+                              out_specs=(P("b"), P())))
 strided = jax.jit(grad(impl.conv_general_dilated, (2, 2)))
 wide, rhs16 = jnp.ones((16, 8, 56, 56), jnp.bfloat16), rhs.astype(jnp.bfloat16)
 print(json.dumps({

@@ -42,3 +42,48 @@ def test_batch_and_out_features_sharded_on_2d_mesh_matches_unsharded(checks, ind
     assert check["lhs_shards"] == check["mesh"]["data"]
     assert check["rhs_shards"] == check["mesh"]["model"]
     assert check["max_rel_error"] <= 1e-12, check
+
+
+SHARD_MAP_SCRIPT = """
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+import impl
+from impl import primitive
+from tests.conv_oracle import relative_error
+mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+keys = jax.random.split(jax.random.key(0))
+results = {}
+for dtype in ("float64", "float32"):
+    lhs = jax.random.normal(keys[0], (16, 8, 28, 28), dtype)
+    rhs = jax.random.normal(keys[1], (8, 8, 3, 3), dtype)
+
+    def grad(conv):
+        return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, (1, 1), "SAME"))), argnums=(0, 1))
+
+    reference = jax.jit(grad(jax.lax.conv_general_dilated))(lhs.astype("float64"),
+                                                              rhs.astype("float64"))
+    for name, conv in (("op", impl.conv_general_dilated), ("primitive", primitive.conv_general_dilated)):
+        for rhs_spec in (P(), P("model")):
+            # The default check_vma=True: a replicated filter's gradient must come back summed.
+            local = jax.jit(jax.shard_map(grad(conv), mesh=mesh, in_specs=(P("data"), rhs_spec),
+                                          out_specs=(P("data"), rhs_spec)))
+            got = local(lhs, rhs)
+            results[f"{dtype} {name} rhs {tuple(rhs_spec)}"] = max(
+                relative_error(a, b) for a, b in zip(got, reference))
+print(json.dumps(results))
+"""
+
+
+def test_both_ops_under_shard_map_with_its_default_type_checks():
+    """Inside ``shard_map`` (``check_vma`` on, its default) over a 4 x 2 mesh: the op's loops,
+    its ``custom_vjp`` rule and the primitive type-check, and the gradient of a filter that is
+    replicated over the data axis is the sum over devices, as native autodiff gives."""
+    from convgrad.tolerances import tolerance
+
+    results = json.loads(run_on_eight_cpu_devices(SHARD_MAP_SCRIPT).splitlines()[-1])
+    assert len(results) == 8, results
+    for name, error in results.items():
+        assert error <= tolerance(name.split()[0]), (name, error)
