@@ -58,6 +58,9 @@ MAX_TAPS_MATMUL_OUTPUTS = 49
 # ``columns_matmul``): below it the loop costs more than the faster products save
 # ((256, 32, 16, 16) measured 1.5x slower in float32).
 MIN_PER_IMAGE_POSITIONS = 28 * 28
+# In 1-D, XLA:CPU's float32 convolution kernel is as fast as its matrix kernel, and the matrix
+# products gain only from this many features on (contracted, or output for ``columns_matmul``).
+MIN_1D_MATMUL_FEATURES = 128
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -615,8 +618,11 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     ``taps_matmul`` for few output positions (filter gradients). Per batch element, from 28 x 28
     output positions on (below, the loop costs more than the faster products save): in 2-D
     ``shift_matmul``, but not with lhs dilation (the input gradient of a strided convolution),
-    where ``polyphase`` into stride-1 phases measured faster; in 1-D ``columns_matmul``, and
-    ``shift_matmul`` with lhs dilation (unit strides), which there beat ``polyphase``.
+    where ``polyphase`` into stride-1 phases measured faster. In 1-D (item 12 of
+    benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the
+    input gradient of a stride-2 convolution), in float32 and, from 128 contracted features, in
+    bfloat16; ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the
+    native kernel measured as fast or faster (dilation 4, few features, windows of 9-25 taps).
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
@@ -637,9 +643,13 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     columns_block = taps * lhs_shape[lhs_spec[1]] * positions * dtype.itemsize
     if len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES:
         return shift_matmul
-    if len(window) == 1 and dilated and not strided and shift_block <= MAX_MATMUL_BLOCK_BYTES:
+    if len(window) == 1 and dilated and not strided and max(config.lhs_dilation) == 2 and (
+            dtype == np.float32 or lhs_shape[lhs_spec[1]] >= MIN_1D_MATMUL_FEATURES) and (
+            shift_block <= MAX_MATMUL_BLOCK_BYTES):
         return shift_matmul
-    if len(window) == 1 and not dilated and columns_block <= MAX_MATMUL_BLOCK_BYTES:
+    if (len(window) == 1 and not dilated and dtype == jnp.bfloat16
+            and rhs_shape[rhs_spec[0]] >= MIN_1D_MATMUL_FEATURES
+            and columns_block <= MAX_MATMUL_BLOCK_BYTES):
         return columns_matmul
     return None
 

@@ -148,13 +148,35 @@ def test_a_resnet_layer_uses_the_matrix_product_formulations(
                    window_strides=(2, 2)) == ["shift_matmul", "polyphase", "taps_matmul"]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype, forward", [("float32", "native"),
+                                            ("bfloat16", "columns_matmul")])
 def test_one_dimensional_audio_uses_columns_and_dilated_shifts(
-        monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
-    # Stride 2: the forward as columns, its input gradient (lhs dilation 2) as products of the
-    # undilated cotangent read with dilation, the filter gradient by taps.
+        monkeypatch: pytest.MonkeyPatch, dtype: str, forward: str) -> None:
+    # Stride 2: the forward as columns in bfloat16 (XLA's 1-D float32 kernel is as fast), the
+    # input gradient (lhs dilation 2) as products of the undilated cotangent read with dilation,
+    # the filter gradient by taps.
     assert _chosen(monkeypatch, (8, 64, 8000), (128, 64, 5), dtype, window_strides=(2,)) == [
-        "columns_matmul", "shift_matmul", "taps_matmul"]
+        forward, "shift_matmul", "taps_matmul"]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape", [
+    ((32, 16, 4000), (16, 16, 3)),         # few features
+    ((8, 32, 4000), (32, 32, 25)),         # a long window
+])
+def test_one_dimensional_cases_where_the_native_kernel_measured_as_fast(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
+        rhs_shape: tuple[int, ...]) -> None:
+    for dtype in ("float32", "bfloat16"):
+        chosen = _chosen(monkeypatch, lhs_shape, rhs_shape, dtype)
+        assert chosen == ["native", "native", "taps_matmul"], (dtype, chosen)
+
+
+def test_lhs_dilation_four_in_one_dimension_keeps_polyphase(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stride 4: the input gradient's lhs dilation 4 measured faster as phases than dilated shifts.
+    for dtype in ("float32", "bfloat16"):
+        chosen = _chosen(monkeypatch, (8, 64, 8000), (128, 64, 8), dtype, window_strides=(4,))
+        assert chosen[1] == "polyphase", (dtype, chosen)
 
 
 def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,13 +203,16 @@ def test_where_the_matrix_product_formulations_are_not_used(
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == expected
 
 
-@pytest.mark.parametrize("strides, lhs_shape, rhs_shape, expected", [
-    ((1, 1), (2, 4, 28, 30), (5, 4, 3, 2), ["shift_matmul", "shift_matmul", "taps_matmul"]),
-    ((2, 2), (2, 4, 56, 59), (5, 4, 3, 2), ["shift_matmul", "polyphase", "taps_matmul"]),
-    ((1,), (2, 4, 900), (5, 4, 3), ["columns_matmul", "columns_matmul", "taps_matmul"]),
-    ((2,), (2, 4, 1801), (5, 4, 4), ["columns_matmul", "shift_matmul", "taps_matmul"]),
+@pytest.mark.parametrize("dtype, strides, lhs_shape, rhs_shape, expected", [
+    *[(dtype, (1, 1), (2, 4, 28, 30), (5, 4, 3, 2), ["shift_matmul", "shift_matmul", "taps_matmul"])
+      for dtype in ("float32", "bfloat16")],
+    *[(dtype, (2, 2), (2, 4, 56, 59), (5, 4, 3, 2), ["shift_matmul", "polyphase", "taps_matmul"])
+      for dtype in ("float32", "bfloat16")],
+    ("bfloat16", (1,), (2, 128, 900), (128, 128, 3),
+     ["columns_matmul", "columns_matmul", "taps_matmul"]),
+    ("float32", (2,), (2, 4, 1801), (5, 4, 4), ["native", "shift_matmul", "taps_matmul"]),
+    ("bfloat16", (2,), (2, 8, 1801), (128, 8, 4), ["columns_matmul", "shift_matmul", "taps_matmul"]),
 ])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_op_with_them_matches_native_autodiff(
         monkeypatch: pytest.MonkeyPatch, dtype: str, strides: tuple[int, ...],
         lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], expected: list[str]) -> None:
