@@ -611,45 +611,79 @@ mlir.register_lowering(_one_device_p, lambda ctx: [mlir.ir_constant(
     np.int32(_one_device_per_program(ctx.module_context.axis_context)))])
 
 
+def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> bool:
+    """Whether ``shift_matmul`` measured faster than XLA:CPU's 2-D convolution kernel.
+
+    From whole steps with it forced on and off (``benchmarks/sweep_formulations.py``, results in
+    ``benchmarks/results/formulation-sweep-cpu.md``: 13 dense 2-D shapes, 3-128 features, 8x8 to
+    64x64 planes, 3x3 and 5x5 windows). In bfloat16 the products won (0.60-0.95 of the step; 5x5
+    on 32 features: 1.08 there, 0.94-0.98 in an earlier A/B). In float32 they won for strided
+    convolutions (0.91-0.93; XLA's strided kernel is slow) and at stride 1 from 48 contracted
+    features up to 80 output features (0.80-1.00), and lost with 16-32 contracted features
+    (1.15-1.26) and at 128 output features (1.20), where XLA's kernel runs at 300-400 GFLOP/s.
+    """
+    if dtype == jnp.bfloat16 or strided:
+        return True
+    return contracted >= 48 and outs < 96
+
+
+def _taps_pay(window: int) -> bool:
+    """Whether ``taps_matmul`` measured faster for a filter gradient (same sweep).
+
+    ``window`` is the forward convolution's output positions. Below 14x14 the loop's steps are
+    too small (8x8 planes: 1.01-1.06 of the step). Above, 0.55-0.98 of the step in both dtypes,
+    even where the filter gradient alone was slower than XLA's kernel (128 features on 28x28, up
+    to 1.3x): in the step XLA runs it beside the input gradient, and its kernel needs the
+    cotangent transposed. Exceptions within noise or near it, left to the rule: float32 16
+    features on 64x64 (1.11) and 5x5 windows on 32 features (1.01-1.02).
+    """
+    return window >= 14 * 14
+
+
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                         config: ConvConfig, dtype: np.dtype) -> Formulation | None:
     """A matrix-product formulation where one measured faster, else None (dense cases).
 
-    ``taps_matmul`` for few output positions (filter gradients). Per batch element, from 28 x 28
-    output positions on (below, the loop costs more than the faster products save): in 2-D
-    ``shift_matmul``, but not with lhs dilation (the input gradient of a strided convolution),
-    where ``polyphase`` into stride-1 phases measured faster. In 1-D (item 12 of
-    benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the
-    input gradient of a stride-2 convolution), in float32 and, from 128 contracted features, in
-    bfloat16; ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the
-    native kernel measured as fast or faster (dilation 4, few features, windows of 9-25 taps).
+    ``taps_matmul`` for few output positions (filter gradients), where ``_taps_pay``. Per batch
+    element, from 28 x 28 output positions on (below, the loop costs more than the faster
+    products save): in 2-D ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the
+    input gradient of a strided convolution), where ``polyphase`` into stride-1 phases measured
+    faster. In 1-D (item 12 of benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs
+    dilation 2 with unit strides (the input gradient of a stride-2 convolution), in float32 and,
+    from 128 contracted features, in bfloat16; ``columns_matmul`` in bfloat16 from 128 output
+    features. Elsewhere in 1-D the native kernel measured as fast or faster (dilation 4, few
+    features, windows of 9-25 taps).
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
     if (not _PER_IMAGE_LOOPS.get() or len(window) > 2 or 0 in lhs_shape or 0 in rhs_shape
             or 0 in out_spatial):
         return None
-    taps, positions = np.prod(window), np.prod(out_spatial)
-    if (positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and positions * lhs_shape[lhs_spec[0]] * taps
-            * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES):
-        return taps_matmul
+    taps, positions = int(np.prod(window)), int(np.prod(out_spatial))
+    features, outs = lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]]
+    if positions <= MAX_TAPS_MATMUL_OUTPUTS < taps:
+        batch = lhs_shape[lhs_spec[0]]
+        if (positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
+                and _taps_pay(taps)):
+            return taps_matmul
+        return None
     if taps > MAX_UNROLLED_TAPS or positions < MIN_PER_IMAGE_POSITIONS:
         return None
     dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
     # The largest buffer of one step: Y (taps x outputs x input phase) or the columns.
-    shift_block = taps * rhs_shape[rhs_spec[0]] * np.prod(
+    shift_block = taps * outs * np.prod(
         [-(-n // s) for n, s in zip(in_spatial, config.window_strides, strict=True)]
     ) * _compute_dtype_of(dtype, config).itemsize
-    columns_block = taps * lhs_shape[lhs_spec[1]] * positions * dtype.itemsize
-    if len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES:
+    columns_block = taps * features * positions * dtype.itemsize
+    if (len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES
+            and _shift_pays(dtype, features, outs, strided)):
         return shift_matmul
     if len(window) == 1 and dilated and not strided and max(config.lhs_dilation) == 2 and (
-            dtype == np.float32 or lhs_shape[lhs_spec[1]] >= MIN_1D_MATMUL_FEATURES) and (
+            dtype == np.float32 or features >= MIN_1D_MATMUL_FEATURES) and (
             shift_block <= MAX_MATMUL_BLOCK_BYTES):
         return shift_matmul
     if (len(window) == 1 and not dilated and dtype == jnp.bfloat16
-            and rhs_shape[rhs_spec[0]] >= MIN_1D_MATMUL_FEATURES
-            and columns_block <= MAX_MATMUL_BLOCK_BYTES):
+            and outs >= MIN_1D_MATMUL_FEATURES and columns_block <= MAX_MATMUL_BLOCK_BYTES):
         return columns_matmul
     return None
 

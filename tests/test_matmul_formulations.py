@@ -193,6 +193,15 @@ def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.Mon
     ((16, 64, 56, 56), (64, 64, 3, 3), "float16", ["native", "native", "native"]),
     # Small planes: the per-element loop costs more than it saves; the filter gradient still gains.
     ((256, 32, 16, 16), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
+    # float32 at stride 1: XLA's kernel is faster from 96 output features on (128 x 128 on
+    # 28x28) and the products slower below 48 contracted features; bfloat16 takes them.
+    ((16, 128, 28, 28), (128, 128, 3, 3), "float32", ["native", "native", "taps_matmul"]),
+    ((16, 128, 28, 28), (128, 128, 3, 3), "bfloat16",
+     ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ((64, 32, 28, 28), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
+    # Planes below 14x14: even the filter gradient's loop steps are too small.
+    ((256, 32, 8, 8), (32, 32, 3, 3), "float32", ["native", "native", "native"]),
+    ((256, 32, 8, 8), (32, 32, 3, 3), "bfloat16", ["native", "native", "native"]),
     # 3-D: folded into 2-D sub-convolutions, where in float32 the products measured slower.
     ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3), "float32",
      ["fold_first_axis", "fold_first_axis", "fold_first_axis"]),
@@ -204,8 +213,11 @@ def test_where_the_matrix_product_formulations_are_not_used(
 
 
 @pytest.mark.parametrize("dtype, strides, lhs_shape, rhs_shape, expected", [
-    *[(dtype, (1, 1), (2, 4, 28, 30), (5, 4, 3, 2), ["shift_matmul", "shift_matmul", "taps_matmul"])
-      for dtype in ("float32", "bfloat16")],
+    # float32 at stride 1 takes them from 48 contracted features, below 96 output features.
+    ("float32", (1, 1), (2, 64, 28, 30), (64, 64, 3, 2),
+     ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ("bfloat16", (1, 1), (2, 4, 28, 30), (5, 4, 3, 2),
+     ["shift_matmul", "shift_matmul", "taps_matmul"]),
     *[(dtype, (2, 2), (2, 4, 56, 59), (5, 4, 3, 2), ["shift_matmul", "polyphase", "taps_matmul"])
       for dtype in ("float32", "bfloat16")],
     ("bfloat16", (1,), (2, 128, 900), (128, 128, 3),

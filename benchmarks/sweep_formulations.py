@@ -1,0 +1,161 @@
+"""Where the CPU matrix-product formulations pay: whole steps with each one forced on and off.
+
+    PYTHONPATH=. python benchmarks/sweep_formulations.py [--repeats N] [--runs R] [--out FILE]
+
+The op's CPU choice (``impl._formulations._matmul_formulation``) takes ``shift_matmul`` (forward
+and input gradient) and ``taps_matmul`` (filter gradient) where ``_shift_pays`` and ``_taps_pay``
+say they measured faster. This script is the measurement behind those rules, to re-run when XLA
+changes: for dense shapes beyond the benchmark suite (3-128 features, 8x8 to 128x128 planes, 3x3
+and 5x5 windows) it times the benchmark's step (``convgrad.bench.grad_step``) with the rule's
+answer forced to False and to True, interleaved in one process, and repeats that in ``--runs``
+fresh processes (single processes on a shared 2-core VM have moved by up to 1.3x). A ratio
+below 1 means the formulation made the step faster. Rows where the rule's own choice is the
+slower one are flagged.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import impl
+from convgrad import bench
+from convgrad.io import write_atomic
+from impl import _formulations
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+SHAPES = [
+    bench.Shape("resnet 3x3 s1", "suite", (16, 64, 56, 56), (64, 64, 3, 3), pad=1),
+    bench.Shape("resnet 3x3 s2", "suite", (16, 128, 56, 56), (128, 128, 3, 3), stride=2, pad=1),
+    bench.Shape("dilated 3x3 d2", "suite", (16, 64, 28, 28), (64, 64, 3, 3), pad=2, dilation=2),
+    bench.Shape("large batch 3x3", "suite", (256, 32, 16, 16), (32, 32, 3, 3), pad=1),
+    bench.Shape("16 features 64x64", "2-D", (16, 16, 64, 64), (16, 16, 3, 3), pad=1),
+    bench.Shape("32 features 28x28", "2-D", (64, 32, 28, 28), (32, 32, 3, 3), pad=1),
+    bench.Shape("64 features 28x28", "2-D", (34, 64, 28, 28), (64, 64, 3, 3), pad=1),
+    bench.Shape("128 features 28x28", "2-D", (16, 128, 28, 28), (128, 128, 3, 3), pad=1),
+    bench.Shape("128 features 14x14", "2-D", (64, 128, 14, 14), (128, 128, 3, 3), pad=1),
+    bench.Shape("32 features 5x5", "2-D", (8, 32, 56, 56), (32, 32, 5, 5), pad=2),
+    bench.Shape("64 features 5x5", "2-D", (12, 64, 28, 28), (64, 64, 5, 5), pad=2),
+    bench.Shape("3 features s2 (stem)", "2-D", (16, 3, 112, 112), (32, 3, 3, 3), stride=2, pad=1),
+    bench.Shape("32 features 8x8", "2-D", (256, 32, 8, 8), (32, 32, 3, 3), pad=1),
+]
+RULES = ("_shift_pays", "_taps_pay")
+
+
+@contextmanager
+def _forced(rule: str, answer: bool) -> Iterator[None]:
+    saved = getattr(_formulations, rule)
+    setattr(_formulations, rule, lambda *args: answer)
+    try:
+        yield
+    finally:
+        setattr(_formulations, rule, saved)
+
+
+def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
+    """What each rule answered while tracing this shape's step (one entry per question)."""
+    answers: dict[str, list[bool]] = {rule: [] for rule in RULES}
+    saved = {rule: getattr(_formulations, rule) for rule in RULES}
+
+    def recorder(rule: str) -> Any:
+        def ask(*args: Any) -> bool:
+            answer = saved[rule](*args)
+            answers[rule].append(bool(answer))
+            return answer
+        return ask
+
+    for rule in RULES:
+        setattr(_formulations, rule, recorder(rule))
+    try:
+        jax.make_jaxpr(bench.grad_step(impl.conv_general_dilated, shape))(
+            *bench.make_inputs(shape, dtype))
+    finally:
+        for rule, function in saved.items():
+            setattr(_formulations, rule, function)
+    return answers
+
+
+def one_run(repeats: int) -> list[dict[str, Any]]:
+    """Every shape, dtype and rule: step seconds with the rule forced off and on (this process)."""
+    rows = []
+    for shape in SHAPES:
+        for dtype in ("float32", "bfloat16"):
+            args = bench.make_inputs(shape, dtype)
+            answers = _rule_answers(shape, dtype)
+            for rule in RULES:
+                if not answers[rule]:
+                    continue  # the rule is never asked for this shape
+                steps = {}
+                for answer in (False, True):
+                    with _forced(rule, answer):
+                        compiled = bench.grad_step(impl.conv_general_dilated, shape).lower(
+                            *args).compile()
+                    steps[str(answer)] = (lambda compiled=compiled, args=args:
+                                          jax.block_until_ready(compiled(*args)))
+                times = bench.interleaved_medians(steps, repeats)
+                rows.append({"shape": shape.name, "dtype": dtype, "rule": rule,
+                             "rule_says": answers[rule], "off_s": times["False"],
+                             "on_s": times["True"]})
+    return rows
+
+
+def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
+    versions = environment["versions"]
+    lines = [f"Device: {environment['platform']} ({environment['processor']}, "
+             f"{environment['cpu_count']} cores); jax {versions['jax']}, jaxlib "
+             f"{versions['jaxlib']}.",
+             f"jit(grad) of sum(sin(conv)) (the benchmark's step), each rule forced off and on, "
+             f"interleaved medians in each of {len(runs)} processes. ratio = on / off (below 1: "
+             f"the formulation made the step faster). rule: what the rule answers (per question "
+             f"it is asked). !: the rule's answer is the slower one in the median of the runs.",
+             "",
+             "| shape | dtype | rule | off ms | on ms | ratio per run | median ratio | rule | |",
+             "| --- | --- | --- | ---: | ---: | --- | ---: | --- | --- |"]
+    for index, first in enumerate(runs[0]):
+        rows = [run[index] for run in runs]
+        ratios = [row["on_s"] / row["off_s"] for row in rows]
+        median = statistics.median(ratios)
+        says = first["rule_says"]
+        wrong = (all(says) and median > 1.0) or (not any(says) and median < 1.0)
+        lines.append(
+            f"| {first['shape']} | {first['dtype']} | `{first['rule']}` | "
+            f"{1e3 * statistics.median(r['off_s'] for r in rows):.1f} | "
+            f"{1e3 * statistics.median(r['on_s'] for r in rows):.1f} | "
+            f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {median:.2f} | "
+            f"{'/'.join('on' if a else 'off' for a in says)} | {'!' if wrong else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "formulation-sweep-cpu.md")
+    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one_run:
+        print(json.dumps(one_run(args.repeats)))
+        return 0
+    runs = []
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, __file__, "--one-run", "--repeats",
+                               str(args.repeats)], capture_output=True, text=True, check=True)
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+    table = markdown(runs, bench.environment())
+    write_atomic(args.out, table)
+    write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
