@@ -289,6 +289,43 @@ def run_suite(shapes: Sequence[Shape], dtypes: Sequence[str], repeats: int, with
             "summary": summarize(rows)}
 
 
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def combine_runs(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Reports of the same suite from separate processes, as one: per row, the median over the
+    runs of each time and of each ratio (every ratio is still measured side by side within its
+    run), with each run's ratios kept under ``runs``.
+
+    On a shared VM one process can sit in a slow or fast state for a program (identical programs
+    moved by up to 1.3x between processes here), so one run's row can mislead where the median of
+    several processes does not.
+    """
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    rows = []
+    for index, row in enumerate(first["rows"]):
+        runs = [report["rows"][index] for report in reports]
+        if any(run["name"] != row["name"] or run["dtype"] != row["dtype"] for run in runs):
+            raise ValueError("the runs to combine measured different rows")
+        combined = dict(row)
+        for key in ("seconds", "loss_seconds", "compile_seconds"):
+            combined[key] = {name: _median_or_none([run[key].get(name) for run in runs])
+                             for name in row[key]}
+        for key in ("ratio_vs_native", "ratio_vs_torch", "ratio_vs_torch_loss_excluded",
+                    "compile_ratio"):
+            combined[key] = _median_or_none([run[key] for run in runs])
+        combined["same_program"] = all(run["same_program"] for run in runs)
+        combined["runs"] = {key: [run[key] for run in runs]
+                            for key in ("ratio_vs_native", "ratio_vs_torch")}
+        rows.append(combined)
+    return {"environment": first["environment"], "repeats": first["repeats"],
+            "processes": len(reports), "rows": rows, "summary": summarize(rows)}
+
+
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1e3:.1f}"
 
@@ -311,7 +348,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Device: {env['device']} ({env['platform']}, {env['cpu_count']} cores); {versions}.",
         f"jit(grad) of sum(sin(conv)) wrt (lhs, rhs); medians of {report['repeats']} interleaved "
-        "repeats; ratio = ours / other (below 1 is faster). loss ms: the loss's own elementwise "
+        "repeats" + (f" in each of {report['processes']} processes, and of those per-process "
+                     "times and ratios" if report.get("processes", 1) > 1 else "")
+        + "; ratio = ours / other (below 1 is faster). loss ms: the loss's own elementwise "
         "work on the output alone (XLA: cos; PyTorch: sin + cos), part of every step.",
         "",
         "| shape | kind | dtype | lhs | rhs | ours ms | native ms | torch ms | ours/native | "

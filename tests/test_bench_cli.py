@@ -56,6 +56,7 @@ def test_quick_markdown_table_lists_each_shape(quick_report):
 
 @pytest.mark.parametrize("argv, message", [
     (["--repeats", "0"], "--repeats (=0) must be positive"),
+    (["--processes", "0"], "--processes (=0) must be positive"),
     (["--only", "no such shape"], "matches no shape"),
     (["--dtypes", "int8"], "--dtypes entry (='int8')"),
 ])
@@ -78,3 +79,37 @@ def test_loss_excluded_ratio_takes_out_the_loss_cost_difference():
     assert set(loss) == {"xla", "torch"}
     assert row["ratio_vs_torch_loss_excluded"] == pytest.approx(
         (seconds["ours"] - loss["xla"] + loss["torch"]) / seconds["torch"])
+
+
+def _row(name, ours, native, same=False):
+    return {"name": name, "kind": "dense 2-D", "dtype": "float32",
+            "seconds": {"ours": ours, "native": native},
+            "loss_seconds": {"xla": 1.0}, "compile_seconds": {"ours": 2.0, "native": 1.0},
+            "ratio_vs_native": ours / native, "ratio_vs_torch": None,
+            "ratio_vs_torch_loss_excluded": None, "compile_ratio": 2.0, "same_program": same}
+
+
+def test_combined_runs_take_the_median_of_each_run_s_ratio():
+    runs = [{"environment": {}, "repeats": 3, "rows": [_row("a", ours, 10.0)]}
+            for ours in (5.0, 13.0, 6.0)]
+    combined = bench.combine_runs(runs)
+    row = combined["rows"][0]
+    assert combined["processes"] == 3
+    assert row["runs"]["ratio_vs_native"] == [0.5, 1.3, 0.6]
+    assert row["ratio_vs_native"] == pytest.approx(0.6)      # not the one-run outlier 1.3
+    assert row["seconds"] == {"ours": 6.0, "native": 10.0}
+    assert combined["summary"]["vs_native"]["median"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="different rows"):
+        bench.combine_runs([runs[0], {"environment": {}, "repeats": 3,
+                                      "rows": [_row("b", 1.0, 1.0)]}])
+
+
+def test_processes_runs_the_suite_in_fresh_processes(tmp_path):
+    path = tmp_path / "suite.json"
+    assert main(["bench", "--quick", "--no-torch", "--processes", "2", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["processes"] == 2
+    for row in report["rows"]:
+        assert len(row["runs"]["ratio_vs_native"]) == 2
+        assert row["ratio_vs_native"] == pytest.approx(
+            sum(row["runs"]["ratio_vs_native"]) / 2)    # the median of two

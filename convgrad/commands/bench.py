@@ -2,8 +2,10 @@
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from convgrad.io import write_atomic
 
@@ -27,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated substrings: keep shapes whose name contains one")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run the suite in this many fresh processes and report the median "
+                        "of their times and ratios (default 1: this process)")
+    parser.add_argument("--suite-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", metavar="DIR",
                         help="write bench.json, bench.md, bench.png, reference.json and "
                         "reference.png into DIR")
@@ -38,6 +44,23 @@ def _positive(name: str, value: int) -> int:
     if value <= 0:
         raise ValueError(f"{name} (={value}) must be positive")
     return value
+
+
+def _suite_in_a_process(args: argparse.Namespace, run: int, processes: int) -> dict[str, Any]:
+    """The suite's report from a fresh Python process with the same options."""
+    print(f"process {run + 1} of {processes}", file=sys.stderr, flush=True)
+    argv = ["bench", "--suite-only"]
+    for flag, value in (("--repeats", args.repeats), ("--dtypes", args.dtypes),
+                        ("--only", args.only)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--quick"] * args.quick + ["--no-torch"] * args.no_torch
+    done = subprocess.run([sys.executable, "-m", "convgrad.cli", *argv], stdout=subprocess.PIPE,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the benchmark process {run + 1} of {processes} failed "
+                           f"(exit code {done.returncode})")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +83,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and not out.is_dir():
         raise ValueError(f"--out (={args.out!r}) must be an existing folder")
-    report = bench.run_suite(shapes, dtypes, repeats, with_torch=not args.no_torch,
-                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    processes = _positive("--processes", args.processes)
+    if processes == 1:
+        report = bench.run_suite(shapes, dtypes, repeats, with_torch=not args.no_torch,
+                                 progress=lambda line: print(line, file=sys.stderr, flush=True))
+    else:
+        report = bench.combine_runs([_suite_in_a_process(args, run, processes)
+                                     for run in range(processes)])
+    if args.suite_only:
+        print(json.dumps(report))
+        return 0
     table = bench.markdown(report)
     print(table)
     sizes = (8, 16) if args.quick else DEFAULT_REFERENCE_SIZES
