@@ -12,8 +12,11 @@ from jax import lax
 
 def varying_axes(array: jax.Array) -> frozenset[str]:
     """The manual mesh axes ``array`` varies over (empty outside a type-checked shard_map)."""
-    aval = jax.typeof(array)
-    # ``aval.mat.varying`` from JAX 0.10, ``aval.vma`` before.
+    typeof = getattr(jax, "typeof", None)  # older JAX releases track no such types
+    if typeof is None:
+        return frozenset()
+    aval = typeof(array)
+    # ``aval.mat.varying`` in JAX 0.10, ``aval.vma`` in earlier releases.
     return frozenset(getattr(getattr(aval, "mat", None), "varying", getattr(aval, "vma", ())))
 
 
@@ -22,7 +25,9 @@ def as_varying(array: jax.Array, axes: frozenset[str]) -> jax.Array:
     missing = axes - varying_axes(array)
     if not missing:
         return array
-    return lax.pcast(array, tuple(sorted(missing)), to="varying")
+    if hasattr(lax, "pcast"):
+        return lax.pcast(array, tuple(sorted(missing)), to="varying")
+    return lax.pvary(array, tuple(sorted(missing)))  # its older name
 
 
 def to_common_type(*arrays: jax.Array) -> tuple[jax.Array, ...]:
