@@ -16,7 +16,6 @@ slower one are flagged.
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,9 +146,8 @@ def main() -> int:
     runs = []
     for run in range(args.runs):
         print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, __file__, "--one-run", "--repeats",
-                               str(args.repeats)], capture_output=True, text=True, check=True)
-        runs.append(json.loads(done.stdout.splitlines()[-1]))
+        runs.append(bench.json_from_fresh_process(
+            [__file__, "--one-run", "--repeats", str(args.repeats)], f"run {run + 1}"))
     table = markdown(runs, bench.environment())
     write_atomic(args.out, table)
     write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")

@@ -11,10 +11,13 @@ scripts in ``benchmarks/``.
 import dataclasses
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -287,6 +290,15 @@ def run_suite(shapes: Sequence[Shape], dtypes: Sequence[str], repeats: int, with
             rows.append(row)
     return {"environment": environment(), "repeats": repeats, "rows": rows,
             "summary": summarize(rows)}
+
+
+def json_from_fresh_process(argv: Sequence[str], what: str) -> Any:
+    """The JSON on the last stdout line of ``python argv`` run in a fresh process (its stderr
+    passes through): how the benchmarks repeat a measurement in several processes."""
+    done = subprocess.run([sys.executable, *argv], stdout=subprocess.PIPE, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit code {done.returncode})")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:

@@ -616,7 +616,7 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
 
     From whole steps with it forced on and off (``benchmarks/sweep_formulations.py``, results in
     ``benchmarks/results/formulation-sweep-cpu.md``: 13 dense 2-D shapes, 3-128 features, 8x8 to
-    64x64 planes, 3x3 and 5x5 windows). In bfloat16 the products won (0.60-0.95 of the step; 5x5
+    112x112 planes, 3x3 and 5x5 windows). In bfloat16 the products won (0.60-0.95 of the step; 5x5
     on 32 features: 1.08 there, 0.94-0.98 in an earlier A/B). In float32 they won for strided
     convolutions (0.91-0.93; XLA's strided kernel is slow) and at stride 1 from 48 contracted
     features up to 80 output features (0.80-1.00), and lost with 16-32 contracted features

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,8 @@ def _positive(name: str, value: int) -> int:
 
 def _suite_in_a_process(args: argparse.Namespace, run: int, processes: int) -> dict[str, Any]:
     """The suite's report from a fresh Python process with the same options."""
+    from convgrad import bench
+
     print(f"process {run + 1} of {processes}", file=sys.stderr, flush=True)
     argv = ["bench", "--suite-only"]
     for flag, value in (("--repeats", args.repeats), ("--dtypes", args.dtypes),
@@ -55,12 +56,8 @@ def _suite_in_a_process(args: argparse.Namespace, run: int, processes: int) -> d
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--quick"] * args.quick + ["--no-torch"] * args.no_torch
-    done = subprocess.run([sys.executable, "-m", "convgrad.cli", *argv], stdout=subprocess.PIPE,
-                          text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"the benchmark process {run + 1} of {processes} failed "
-                           f"(exit code {done.returncode})")
-    return json.loads(done.stdout.splitlines()[-1])
+    return bench.json_from_fresh_process(["-m", "convgrad.cli", *argv],
+                                         f"the benchmark process {run + 1} of {processes}")
 
 
 def run(args: argparse.Namespace) -> int:
