@@ -58,6 +58,12 @@ MAX_TAPS_MATMUL_OUTPUTS = 49
 # ``columns_matmul``): below it the loop costs more than the faster products save
 # ((256, 32, 16, 16) measured 1.5x slower in float32).
 MIN_PER_IMAGE_POSITIONS = 28 * 28
+# In bfloat16, 2-D ``shift_matmul`` pays on far smaller planes, given enough work per image
+# (output positions x input features x output features): steps 0.72-0.82 of the native kernel's
+# on 7x7 to 16x16 outputs with 64-512 features (2^20 and more), 0.93-0.94 on the 16x16 large
+# batch of 32 features (2^18), but 1.09-1.16 on 8x8 with 32 features (2^16).
+MIN_BFLOAT16_SHIFT_POSITIONS = 7 * 7
+MIN_BFLOAT16_SHIFT_WORK = 2**18
 # In 1-D, XLA:CPU's float32 convolution kernel is as fast as its matrix kernel, and the matrix
 # products gain only from this many features on (contracted, or output for ``columns_matmul``).
 MIN_1D_MATMUL_FEATURES = 128
@@ -646,7 +652,9 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
 
     ``taps_matmul`` for few output positions (filter gradients), where ``_taps_pay``. Per batch
     element, from 28 x 28 output positions on (below, the loop costs more than the faster
-    products save): in 2-D ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the
+    products save; in 2-D bfloat16 from 7 x 7 given enough work per image): in 2-D
+    ``shift_matmul`` where ``_shift_pays``,
+    but not with lhs dilation (the
     input gradient of a strided convolution), where ``polyphase`` into stride-1 phases measured
     faster. In 1-D (item 12 of benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs
     dilation 2 with unit strides (the input gradient of a stride-2 convolution), in float32 and,
@@ -667,7 +675,10 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                 and _taps_pay(taps)):
             return taps_matmul
         return None
-    if taps > MAX_UNROLLED_TAPS or positions < MIN_PER_IMAGE_POSITIONS:
+    small_plane_pays = (len(window) == 2 and dtype == jnp.bfloat16
+                        and positions >= MIN_BFLOAT16_SHIFT_POSITIONS
+                        and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK)
+    if taps > MAX_UNROLLED_TAPS or (positions < MIN_PER_IMAGE_POSITIONS and not small_plane_pays):
         return None
     dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
     # The largest buffer of one step: Y (taps x outputs x input phase) or the columns.

@@ -179,6 +179,20 @@ def test_lhs_dilation_four_in_one_dimension_keeps_polyphase(
         assert chosen[1] == "polyphase", (dtype, chosen)
 
 
+@pytest.mark.parametrize("lhs_shape, rhs_shape, expected", [
+    ((256, 32, 16, 16), (32, 32, 3, 3), ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ((32, 512, 7, 7), (512, 512, 3, 3), ["shift_matmul", "shift_matmul", "native"]),
+    ((64, 256, 6, 6), (256, 256, 3, 3), ["native", "native", "native"]),
+    # Too little work per image: 8x8 positions x 32 x 32 features.
+    ((256, 32, 8, 8), (32, 32, 3, 3), ["native", "native", "native"]),
+])
+def test_in_bfloat16_shifts_serve_planes_from_7x7(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+        expected: list[str]) -> None:
+    # The filter gradient keeps its 14x14 minimum (a 7x7 forward output is its 49-tap window).
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16") == expected
+
+
 def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
     shapes = ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3))
     for dtype, expected in (("float32", set()), ("bfloat16", {"shift_matmul", "taps_matmul"})):
@@ -191,17 +205,16 @@ def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.Mon
     # Other dtypes keep the native kernel (not measured faster).
     ((16, 64, 56, 56), (64, 64, 3, 3), "float64", ["native", "native", "native"]),
     ((16, 64, 56, 56), (64, 64, 3, 3), "float16", ["native", "native", "native"]),
-    # Small planes: the per-element loop costs more than it saves; the filter gradient still gains.
-    ((256, 32, 16, 16), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
     # float32 at stride 1: XLA's kernel is faster from 96 output features on (128 x 128 on
     # 28x28) and the products slower below 48 contracted features; bfloat16 takes them.
     ((16, 128, 28, 28), (128, 128, 3, 3), "float32", ["native", "native", "taps_matmul"]),
     ((16, 128, 28, 28), (128, 128, 3, 3), "bfloat16",
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
     ((64, 32, 28, 28), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
-    # Planes below 14x14: even the filter gradient's loop steps are too small.
+    # Planes below 14x14: the filter gradient's loop steps are too small; in float32 the
+    # per-image products too (bfloat16 takes them from 7x7 outputs, below).
     ((256, 32, 8, 8), (32, 32, 3, 3), "float32", ["native", "native", "native"]),
-    ((256, 32, 8, 8), (32, 32, 3, 3), "bfloat16", ["native", "native", "native"]),
+    ((256, 32, 16, 16), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
     # 3-D: folded into 2-D sub-convolutions, where in float32 the products measured slower.
     ((2, 32, 8, 28, 28), (32, 32, 3, 3, 3), "float32",
      ["fold_first_axis", "fold_first_axis", "fold_first_axis"]),
