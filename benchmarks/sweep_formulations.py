@@ -5,7 +5,7 @@
 The op's CPU choice (``impl._formulations._matmul_formulation``) takes ``shift_matmul`` (forward
 and input gradient) and ``taps_matmul`` (filter gradient) where ``_shift_pays`` and ``_taps_pay``
 say they measured faster. This script is the measurement behind those rules, to re-run when XLA
-changes: for dense shapes beyond the benchmark suite (3-128 features, 8x8 to 128x128 planes, 3x3
+changes: for dense shapes beyond the benchmark suite (3-512 features, 7x7 to 112x112 planes, 3x3
 and 5x5 windows) it times the benchmark's step (``convgrad.bench.grad_step``) with the rule's
 answer forced to False and to True, interleaved in one process, and repeats that in ``--runs``
 fresh processes (single processes on a shared 2-core VM have moved by up to 1.3x). A ratio
@@ -45,6 +45,9 @@ SHAPES = [
     bench.Shape("64 features 5x5", "2-D", (12, 64, 28, 28), (64, 64, 5, 5), pad=2),
     bench.Shape("3 features s2 (stem)", "2-D", (16, 3, 112, 112), (32, 3, 3, 3), stride=2, pad=1),
     bench.Shape("32 features 8x8", "2-D", (256, 32, 8, 8), (32, 32, 3, 3), pad=1),
+    bench.Shape("64 features 16x16", "2-D", (128, 64, 16, 16), (64, 64, 3, 3), pad=1),
+    bench.Shape("256 features 14x14", "2-D", (16, 256, 14, 14), (256, 256, 3, 3), pad=1),
+    bench.Shape("512 features 7x7", "2-D", (32, 512, 7, 7), (512, 512, 3, 3), pad=1),
 ]
 RULES = ("_shift_pays", "_taps_pay")
 

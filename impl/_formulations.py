@@ -621,12 +621,13 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     """Whether ``shift_matmul`` measured faster than XLA:CPU's 2-D convolution kernel.
 
     From whole steps with it forced on and off (``benchmarks/sweep_formulations.py``, results in
-    ``benchmarks/results/formulation-sweep-cpu.md``: 13 dense 2-D shapes, 3-128 features, 8x8 to
-    112x112 planes, 3x3 and 5x5 windows). In bfloat16 the products won (0.60-0.95 of the step; 5x5
-    on 32 features: 1.08 there, 0.94-0.98 in an earlier A/B). In float32 they won for strided
-    convolutions (0.91-0.93; XLA's strided kernel is slow) and at stride 1 from 48 contracted
-    features up to 80 output features (0.80-1.00), and lost with 16-32 contracted features
-    (1.15-1.26) and at 128 output features (1.20), where XLA's kernel runs at 300-400 GFLOP/s.
+    ``benchmarks/results/formulation-sweep-cpu.md``: 16 dense 2-D shapes, 3-512 features, 7x7 to
+    112x112 planes, 3x3 and 5x5 windows, 2 processes each). In bfloat16 the products won or tied
+    (0.62-0.94 of the step; 1.00-1.03 with 16-32 features, and on 14x14 with 128). In float32
+    they won for strided convolutions (0.84-0.89; XLA's strided kernel is slow) and at stride 1
+    from 48 contracted features below 96 output features (0.78-1.00), and lost with 16-32
+    contracted features (1.12-1.30) and at 128 output features (1.19), where XLA's kernel runs at
+    300-400 GFLOP/s.
     """
     if dtype == jnp.bfloat16 or strided:
         return True
@@ -637,11 +638,11 @@ def _taps_pay(window: int) -> bool:
     """Whether ``taps_matmul`` measured faster for a filter gradient (same sweep).
 
     ``window`` is the forward convolution's output positions. Below 14x14 the loop's steps are
-    too small (8x8 planes: 1.01-1.06 of the step). Above, 0.55-0.98 of the step in both dtypes,
+    too small (8x8 planes: 1.03-1.05 of the step). Above, 0.56-0.98 of the step in both dtypes,
     even where the filter gradient alone was slower than XLA's kernel (128 features on 28x28, up
     to 1.3x): in the step XLA runs it beside the input gradient, and its kernel needs the
-    cotangent transposed. Exceptions within noise or near it, left to the rule: float32 16
-    features on 64x64 (1.11) and 5x5 windows on 32 features (1.01-1.02).
+    cotangent transposed. Exceptions, left to the rule: float32 with 16 features on 64x64
+    (1.11-1.17 in two sweeps) and 5x5 windows on 32 features (1.02-1.04).
     """
     return window >= 14 * 14
 
