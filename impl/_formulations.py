@@ -654,14 +654,13 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     ``taps_matmul`` for few output positions (filter gradients), where ``_taps_pay``. Per batch
     element, from 28 x 28 output positions on (below, the loop costs more than the faster
     products save; in 2-D bfloat16 from 7 x 7 given enough work per image): in 2-D
-    ``shift_matmul`` where ``_shift_pays``,
-    but not with lhs dilation (the
-    input gradient of a strided convolution), where ``polyphase`` into stride-1 phases measured
-    faster. In 1-D (item 12 of benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs
-    dilation 2 with unit strides (the input gradient of a stride-2 convolution), in float32 and,
-    from 128 contracted features, in bfloat16; ``columns_matmul`` in bfloat16 from 128 output
-    features. Elsewhere in 1-D the native kernel measured as fast or faster (dilation 4, few
-    features, windows of 9-25 taps).
+    ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the input gradient of a
+    strided convolution), where ``polyphase`` into stride-1 phases measured faster. In 1-D (item
+    12 of benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit
+    strides (the input gradient of a stride-2 convolution), in float32 and, from 128 contracted
+    features, in bfloat16; ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in
+    1-D the native kernel measured as fast or faster (dilation 4, few features, windows of 9-25
+    taps).
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
@@ -690,7 +689,7 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     if (len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES
             and _shift_pays(dtype, features, outs, strided)):
         return shift_matmul
-    if len(window) == 1 and dilated and not strided and max(config.lhs_dilation) == 2 and (
+    if len(window) == 1 and max(config.lhs_dilation) == 2 and not strided and (
             dtype == np.float32 or features >= MIN_1D_MATMUL_FEATURES) and (
             shift_block <= MAX_MATMUL_BLOCK_BYTES):
         return shift_matmul
