@@ -1,12 +1,14 @@
 """Where the CPU matrix-product formulations pay: whole steps with each one forced on and off.
 
-    PYTHONPATH=. python benchmarks/sweep_formulations.py [--repeats N] [--runs R] [--out FILE]
+    PYTHONPATH=. python benchmarks/sweep_formulations.py [--repeats N] [--runs R] [--rules R1,R2]
+        [--out FILE]
 
 The op's CPU choice (``impl._formulations._matmul_formulation``) takes ``shift_matmul`` (forward
 and input gradient) and ``taps_matmul`` (filter gradient) where ``_shift_pays`` and ``_taps_pay``
-say they measured faster. This script is the measurement behind those rules, to re-run when XLA
-changes: for dense shapes beyond the benchmark suite (3-512 features, 7x7 to 112x112 planes, 3x3
-and 5x5 windows) it times the benchmark's step (``convgrad.bench.grad_step``) with the rule's
+say they measured faster, and ``channels_last_matmul`` instead of ``shift_matmul`` where
+``_channels_last_pays`` does. This script is the measurement behind those rules, to re-run when
+XLA changes: for dense shapes beyond the benchmark suite (3-512 features, 7x7 to 112x112 planes,
+3x3 and 5x5 windows) it times the benchmark's step (``convgrad.bench.grad_step``) with the rule's
 answer forced to False and to True, interleaved in one process, and repeats that in ``--runs``
 fresh processes (single processes on a shared 2-core VM have moved by up to 1.3x). A ratio
 below 1 means the formulation made the step faster. Rows where the rule's own choice is the
@@ -48,8 +50,10 @@ SHAPES = [
     bench.Shape("64 features 16x16", "2-D", (128, 64, 16, 16), (64, 64, 3, 3), pad=1),
     bench.Shape("256 features 14x14", "2-D", (16, 256, 14, 14), (256, 256, 3, 3), pad=1),
     bench.Shape("512 features 7x7", "2-D", (32, 512, 7, 7), (512, 512, 3, 3), pad=1),
+    bench.Shape("256 features 14x14 s2", "2-D", (32, 256, 28, 28), (256, 256, 3, 3), stride=2,
+                pad=1),
 ]
-RULES = ("_shift_pays", "_taps_pay")
+RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays")
 
 
 @contextmanager
@@ -85,14 +89,14 @@ def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
     return answers
 
 
-def one_run(repeats: int) -> list[dict[str, Any]]:
+def one_run(repeats: int, rules: list[str]) -> list[dict[str, Any]]:
     """Every shape, dtype and rule: step seconds with the rule forced off and on (this process)."""
     rows = []
     for shape in SHAPES:
         for dtype in ("float32", "bfloat16"):
             args = bench.make_inputs(shape, dtype)
             answers = _rule_answers(shape, dtype)
-            for rule in RULES:
+            for rule in rules:
                 if not answers[rule]:
                     continue  # the rule is never asked for this shape
                 steps = {}
@@ -140,17 +144,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--rules", default=",".join(RULES),
+                        help=f"comma-separated, of {', '.join(RULES)} (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS / "formulation-sweep-cpu.md")
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    rules = args.rules.split(",")
+    if not set(rules) <= set(RULES):
+        parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(RULES)))}")
     if args.one_run:
-        print(json.dumps(one_run(args.repeats)))
+        print(json.dumps(one_run(args.repeats, rules)))
         return 0
     runs = []
     for run in range(args.runs):
         print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
         runs.append(bench.json_from_fresh_process(
-            [__file__, "--one-run", "--repeats", str(args.repeats)], f"run {run + 1}"))
+            [__file__, "--one-run", "--repeats", str(args.repeats), "--rules", args.rules],
+            f"run {run + 1}"))
     table = markdown(runs, bench.environment())
     write_atomic(args.out, table)
     write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")

@@ -64,6 +64,13 @@ MIN_PER_IMAGE_POSITIONS = 28 * 28
 # batch of 32 features (2^18), but 1.09-1.16 on 8x8 with 32 features (2^16).
 MIN_BFLOAT16_SHIFT_POSITIONS = 7 * 7
 MIN_BFLOAT16_SHIFT_WORK = 2**18
+# Largest products block (images x their Y) of ``channels_last_matmul`` (4 MiB measured better
+# than 1 MiB, 1.02-1.37x, and than 16 MiB on the large batch, 1.13).
+CHANNELS_LAST_BLOCK_BYTES = 4 * 2**20
+# ``channels_last_matmul`` serves windows from this many taps, and small planes (below
+# ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
+MIN_CHANNELS_LAST_TAPS = 25
+MAX_CHANNELS_LAST_FEATURES = 128
 # In 1-D, XLA:CPU's float32 convolution kernel is as fast as its matrix kernel, and the matrix
 # products gain only from this many features on (contracted, or output for ``columns_matmul``).
 MIN_1D_MATMUL_FEATURES = 128
@@ -564,6 +571,56 @@ def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
     return _from_canonical(_from_bits(out, out_dtype), lhs, config)
 
 
+# Small planes, channels last: blocks of images, the input padded once, plain slices.
+#
+# On planes below 28x28 the per-image steps of ``shift_matmul`` are dominated by its shifted reads,
+# each a ``lax.pad`` of a small (O, H, W) plane that XLA:CPU runs as a loop with a bounds check per
+# element ((256, 32, 16, 16) in bfloat16: 2.7 ms of the 6.8 ms loop, against 3.6 ms of products).
+# Here the input is moved channels last and dilated and padded once, X̃ (B, *S̃, C), so that every
+# output reads Y[b, s·p + d·t, t, :] with Y = X̃ · F (B·S̃ × C by C × T·O) in bounds: each tap is a
+# strided slice whose minor axis is the O output features, and the sum of the T slices is one
+# vectorised fusion (0.8 ms there). A block of images shares each product, sized by
+# ``CHANNELS_LAST_BLOCK_BYTES``. Y covers every position of X̃, so strides and lhs dilation waste
+# products: the selection uses this only at stride 1 without lhs dilation.
+def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense convolution as products over blocks of channels-last images, then strided slices."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    dtype = _compute_dtype(lhs, config)
+    out_dtype = config.preferred_element_type or lhs.dtype
+    # (C, *K, O) -> (C, T·O): column t·O + o holds F[o, :, t].
+    filters = jnp.transpose(rhs, (rhs_spec[1], *rhs_spec[2:], rhs_spec[0])).astype(lhs.dtype)
+    features, outs = filters.shape[0], filters.shape[-1]
+    matrix = filters.reshape(features, -1)
+    images = lax.pad(jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])),
+                     jnp.zeros((), lhs.dtype),
+                     [(0, 0, 0), *[(lo, hi, a - 1) for (lo, hi), a in zip(
+                         config.padding, config.lhs_dilation, strict=True)], (0, 0, 0)])
+    batch, plane = images.shape[0], images.shape[1:-1]                  # (N, *S̃, C)
+    per_image = math.prod(plane) * math.prod(window) * outs * np.dtype(dtype).itemsize
+    block = max(b for b in range(1, batch + 1)
+                if batch % b == 0 and (b == 1 or b * per_image <= CHANNELS_LAST_BLOCK_BYTES))
+    spans = [s * (m - 1) + 1 for s, m in zip(config.window_strides, out_spatial, strict=True)]
+
+    def images_block(x: jax.Array) -> jax.Array:                        # (block, *S̃, C)
+        x = _from_bits(x, lhs.dtype)
+        y = lax.dot_general(x.reshape(-1, features), matrix, (((1,), (0,)), ((), ())),
+                            precision=config.precision, preferred_element_type=dtype)
+        y = y.reshape(block, *plane, -1, outs)                          # (block, *S̃, T, O)
+        out = None
+        for index, tap in enumerate(np.ndindex(*window)):
+            starts = [d * t for d, t in zip(config.rhs_dilation, tap, strict=True)]
+            part = lax.slice(y[..., index, :], [0, *starts, 0],
+                             [block, *(a + n for a, n in zip(starts, spans, strict=True)), outs],
+                             [1, *config.window_strides, 1])
+            out = part if out is None else out + part
+        return _as_bits(out.astype(out_dtype))
+
+    out = lax.map(images_block, _as_bits(images).reshape(batch // block, block, *plane, features))
+    out = _from_bits(out, out_dtype).reshape(batch, *out_spatial, outs)
+    return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
+
+
 def materialize(array: jax.Array) -> jax.Array:
     """``array``, computed once into its own buffer before the formulations read it.
 
@@ -647,6 +704,24 @@ def _taps_pay(window: int) -> bool:
     return window >= 14 * 14
 
 
+def _channels_last_pays(positions: int, taps: int, features: int, strided: bool) -> bool:
+    """Whether ``channels_last_matmul`` measured faster than ``shift_matmul`` (2-D).
+
+    Asked where ``shift_matmul`` would serve; ``positions`` is the output positions per image and
+    ``features`` the contracted ones. From whole steps with it forced on and off
+    (``benchmarks/sweep_formulations.py --rules _channels_last_pays``, 2 processes, results in
+    ``benchmarks/results/formulation-sweep-channels-last-cpu.md``): on the small bfloat16 planes
+    (below 28x28) with 32-128 features 0.87-0.90 of the step, with 256-512 a tie (1.00-1.02);
+    with 5x5 windows 0.72-0.88 in bfloat16 and 0.97 in float32. With 3x3 windows on larger planes
+    it lost (1.04-1.16) but for float32 64 features on 28x28 (0.88), not enough for a rule; and
+    strided (every input position multiplied) 1.09-1.60.
+    """
+    if strided:
+        return False
+    return taps >= MIN_CHANNELS_LAST_TAPS or (positions < MIN_PER_IMAGE_POSITIONS
+                                              and features <= MAX_CHANNELS_LAST_FEATURES)
+
+
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                         config: ConvConfig, dtype: np.dtype) -> Formulation | None:
     """A matrix-product formulation where one measured faster, else None (dense cases).
@@ -655,7 +730,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     element, from 28 x 28 output positions on (below, the loop costs more than the faster
     products save; in 2-D bfloat16 from 7 x 7 given enough work per image): in 2-D
     ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the input gradient of a
-    strided convolution), where ``polyphase`` into stride-1 phases measured faster. In 1-D (item
+    strided convolution), where ``polyphase`` into stride-1 phases measured faster; on the small
+    bfloat16 planes, ``channels_last_matmul`` instead where ``_channels_last_pays``. In 1-D (item
     12 of benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit
     strides (the input gradient of a stride-2 convolution), in float32 and, from 128 contracted
     features, in bfloat16; ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in
@@ -688,6 +764,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     columns_block = taps * features * positions * dtype.itemsize
     if (len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES
             and _shift_pays(dtype, features, outs, strided)):
+        if _channels_last_pays(positions, taps, features, strided):
+            return channels_last_matmul
         return shift_matmul
     if len(window) == 1 and max(config.lhs_dilation) == 2 and not strided and (
             dtype == np.float32 or features >= MIN_1D_MATMUL_FEATURES) and (
@@ -754,7 +832,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     if cpu is native:
         return native(lhs, rhs, config)
 
-    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul) or (
+    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul) or (
         np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES and cpu in (polyphase, fold_first_axis))
 
     def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:

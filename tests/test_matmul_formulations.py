@@ -1,7 +1,8 @@
 """The matrix-product formulations of dense convolutions on CPU (impl._formulations).
 
 ``shift_matmul`` (one matrix product for all taps, then a sum of shifted reads),
-``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per lhs
+``channels_last_matmul`` (the same over blocks of channels-last images padded once, then strided
+slices), ``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per lhs
 feature) and ``columns_matmul`` (im2col columns per batch element, one matrix product) compute
 the same sums as the native convolution in another order. The CPU formulation
 choice uses them only for float32 and bfloat16, so the float64 grid of tests/test_op_grid.py never
@@ -60,9 +61,10 @@ def _against_native(formulation: Callable[..., jax.Array], choice: dict[str, Any
 
 
 def _formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
-    """``taps_matmul`` and ``columns_matmul`` take every dense option, ``shift_matmul`` all but
-    lhs dilation together with strides."""
-    every = [formulations.taps_matmul, formulations.columns_matmul]
+    """``taps_matmul``, ``columns_matmul`` and ``channels_last_matmul`` take every dense option,
+    ``shift_matmul`` all but lhs dilation together with strides."""
+    every = [formulations.taps_matmul, formulations.columns_matmul,
+             formulations.channels_last_matmul]
     if choice["lhs_dilation"] and STRIDES[choice["strides"]][:choice["rank"]] != (1,) * choice[
             "rank"]:
         return every
@@ -179,18 +181,28 @@ def test_lhs_dilation_four_in_one_dimension_keeps_polyphase(
         assert chosen[1] == "polyphase", (dtype, chosen)
 
 
-@pytest.mark.parametrize("lhs_shape, rhs_shape, expected", [
-    ((256, 32, 16, 16), (32, 32, 3, 3), ["shift_matmul", "shift_matmul", "taps_matmul"]),
-    ((32, 512, 7, 7), (512, 512, 3, 3), ["shift_matmul", "shift_matmul", "native"]),
-    ((64, 256, 6, 6), (256, 256, 3, 3), ["native", "native", "native"]),
+@pytest.mark.parametrize("lhs_shape, rhs_shape, strides, expected", [
+    # Below 28x28 at stride 1 with up to 128 features, channels last in blocks of images; with
+    # more features, and from 28x28, per image.
+    ((256, 32, 16, 16), (32, 32, 3, 3), (1, 1),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
+    ((32, 512, 7, 7), (512, 512, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "native"]),
+    ((16, 64, 28, 28), (64, 64, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    # 5x5 windows: channels last on any plane.
+    ((8, 32, 56, 56), (32, 32, 5, 5), (1, 1),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
+    # Strided: channels last would multiply every input position; the shifts split the phases.
+    ((32, 256, 28, 28), (256, 256, 3, 3), (2, 2), ["shift_matmul", "polyphase", "taps_matmul"]),
+    ((64, 256, 6, 6), (256, 256, 3, 3), (1, 1), ["native", "native", "native"]),
     # Too little work per image: 8x8 positions x 32 x 32 features.
-    ((256, 32, 8, 8), (32, 32, 3, 3), ["native", "native", "native"]),
+    ((256, 32, 8, 8), (32, 32, 3, 3), (1, 1), ["native", "native", "native"]),
 ])
-def test_in_bfloat16_shifts_serve_planes_from_7x7(
+def test_in_bfloat16_products_serve_planes_from_7x7(
         monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
-        expected: list[str]) -> None:
+        strides: tuple[int, ...], expected: list[str]) -> None:
     # The filter gradient keeps its 14x14 minimum (a 7x7 forward output is its 49-tap window).
-    assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16") == expected
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16",
+                   window_strides=strides) == expected
 
 
 def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,6 +243,10 @@ def test_where_the_matrix_product_formulations_are_not_used(
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
     ("bfloat16", (1, 1), (2, 4, 28, 30), (5, 4, 3, 2),
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ("bfloat16", (1, 1), (4, 64, 12, 11), (64, 64, 3, 2),
+     ["channels_last_matmul", "channels_last_matmul", "native"]),
+    ("float32", (1, 1), (2, 64, 28, 29), (64, 64, 5, 5),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
     *[(dtype, (2, 2), (2, 4, 56, 59), (5, 4, 3, 2), ["shift_matmul", "polyphase", "taps_matmul"])
       for dtype in ("float32", "bfloat16")],
     ("bfloat16", (1,), (2, 128, 900), (128, 128, 3),
@@ -286,6 +302,7 @@ local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh, in_spe
                               out_specs=(P("b"), P())))
 strided = jax.jit(grad(impl.conv_general_dilated, (2, 2)))
 wide, rhs16 = jnp.ones((16, 8, 56, 56), jnp.bfloat16), rhs.astype(jnp.bfloat16)
+small, rhs64 = jnp.ones((16, 64, 12, 12), jnp.bfloat16), jnp.ones((64, 64, 3, 3), jnp.bfloat16)
 print(json.dumps({
     "one device": count(one.lower(lhs, rhs).compile().as_text()),
     "batch sharded": count(one.lower(spread_lhs, spread_rhs).compile().as_text()),
@@ -298,6 +315,11 @@ print(json.dumps({
     "batch sharded, bfloat16 stride 2": count(strided.lower(
         jax.device_put(wide, NamedSharding(mesh, P("b"))),
         jax.device_put(rhs16, NamedSharding(mesh, P()))).compile().as_text()),
+    # bfloat16 small planes: channels last, in blocks of images.
+    "one device, bfloat16 small planes": count(one.lower(small, rhs64).compile().as_text()),
+    "batch sharded, bfloat16 small planes": count(one.lower(
+        jax.device_put(small, NamedSharding(mesh, P("b"))),
+        jax.device_put(rhs64, NamedSharding(mesh, P()))).compile().as_text()),
 }))
 """
 
@@ -312,6 +334,8 @@ def test_per_image_loops_are_lowered_only_for_one_device_per_program() -> None:
     assert result["one device, bfloat16 stride 2"]["while("] > 0, result
     assert result["batch sharded"] == {"all-gather": 0, "while(": 0}, result
     assert result["batch sharded, bfloat16 stride 2"] == {"all-gather": 0, "while(": 0}, result
+    assert result["one device, bfloat16 small planes"]["while("] > 0, result
+    assert result["batch sharded, bfloat16 small planes"] == {"all-gather": 0, "while(": 0}, result
     assert result["input gradient spec"] == ["b"], result
     # The loop-free formulations against the per-image ones on one device: same sums, float32.
     assert result["max difference"] <= tolerance("float32"), result
