@@ -64,8 +64,9 @@ MIN_PER_IMAGE_POSITIONS = 28 * 28
 # batch of 32 features (2^18), but 1.09-1.16 on 8x8 with 32 features (2^16).
 MIN_BFLOAT16_SHIFT_POSITIONS = 7 * 7
 MIN_BFLOAT16_SHIFT_WORK = 2**18
-# Largest products block (images x their Y) of ``channels_last_matmul`` (4 MiB measured better
-# than 1 MiB, 1.02-1.37x, and than 16 MiB on the large batch, 1.13).
+# Largest block of Y (images x taps x outputs) per step of ``channels_last_matmul``: steps against
+# ``shift_matmul`` on three small-plane bfloat16 shapes (one process) 0.85-0.90 with 4 MiB,
+# 0.92-1.37 with 1 MiB and 0.88-1.02 with 16 MiB.
 CHANNELS_LAST_BLOCK_BYTES = 4 * 2**20
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
@@ -571,7 +572,7 @@ def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
     return _from_canonical(_from_bits(out, out_dtype), lhs, config)
 
 
-# Small planes, channels last: blocks of images, the input padded once, plain slices.
+# Small planes and long windows, channels last: blocks of images, the input padded once, slices.
 #
 # On planes below 28x28 the per-image steps of ``shift_matmul`` are dominated by its shifted reads,
 # each a ``lax.pad`` of a small (O, H, W) plane that XLA:CPU runs as a loop with a bounds check per
@@ -580,8 +581,9 @@ def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
 # output reads Y[b, s·p + d·t, t, :] with Y = X̃ · F (B·S̃ × C by C × T·O) in bounds: each tap is a
 # strided slice whose minor axis is the O output features, and the sum of the T slices is one
 # vectorised fusion (0.8 ms there). A block of images shares each product, sized by
-# ``CHANNELS_LAST_BLOCK_BYTES``. Y covers every position of X̃, so strides and lhs dilation waste
-# products: the selection uses this only at stride 1 without lhs dilation.
+# ``CHANNELS_LAST_BLOCK_BYTES``. With 5x5 windows the same paid on large planes too (25 pads per
+# image). Y covers every position of X̃, so strides and lhs dilation waste products: the
+# selection uses this only at stride 1 without lhs dilation (``_channels_last_pays``).
 def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A dense convolution as products over blocks of channels-last images, then strided slices."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
@@ -711,10 +713,11 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
     ``features`` the contracted ones. From whole steps with it forced on and off
     (``benchmarks/sweep_formulations.py --rules _channels_last_pays``, 2 processes, results in
     ``benchmarks/results/formulation-sweep-channels-last-cpu.md``): on the small bfloat16 planes
-    (below 28x28) with 32-128 features 0.87-0.90 of the step, with 256-512 a tie (1.00-1.02);
-    with 5x5 windows 0.72-0.88 in bfloat16 and 0.97 in float32. With 3x3 windows on larger planes
-    it lost (1.04-1.16) but for float32 64 features on 28x28 (0.88), not enough for a rule; and
-    strided (every input position multiplied) 1.09-1.60.
+    (below 28x28) with 32-128 features 0.87-0.94 of the step, with 256-512 a tie or noise
+    (0.94-1.02 over three sweeps); with 5x5 windows 0.72-0.90 in bfloat16 and 0.96 in float32.
+    With 3x3 windows on larger planes it lost (1.05-1.25) but for float32 64 features on 28x28
+    (0.88; 1.05 with rhs dilation 2 there and 1.15 on 56x56, not enough for a rule); strided
+    (every input position multiplied) 1.05-1.66.
     """
     if strided:
         return False
@@ -730,13 +733,13 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     element, from 28 x 28 output positions on (below, the loop costs more than the faster
     products save; in 2-D bfloat16 from 7 x 7 given enough work per image): in 2-D
     ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the input gradient of a
-    strided convolution), where ``polyphase`` into stride-1 phases measured faster; on the small
-    bfloat16 planes, ``channels_last_matmul`` instead where ``_channels_last_pays``. In 1-D (item
-    12 of benchmarks/README.md, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit
-    strides (the input gradient of a stride-2 convolution), in float32 and, from 128 contracted
-    features, in bfloat16; ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in
-    1-D the native kernel measured as fast or faster (dilation 4, few features, windows of 9-25
-    taps).
+    strided convolution), where ``polyphase`` into stride-1 phases measured faster; and
+    ``channels_last_matmul`` instead where ``_channels_last_pays`` (small bfloat16 planes, 5x5
+    windows: item 13 of benchmarks/README.md). In 1-D (item 12 there, 10 shapes):
+    ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient of a stride-2
+    convolution), in float32 and, from 128 contracted features, in bfloat16; ``columns_matmul``
+    in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel measured as fast or
+    faster (dilation 4, few features, windows of 9-25 taps).
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
