@@ -174,14 +174,20 @@ def group_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
 # the wanted sums are its diagonal β = β'. That is b times the needed work, but in XLA's fast dense
 # kernel and with no materialised shifted copies, which on CPU beats both the native batch-grouped
 # convolution and an explicit shift-and-reduce (see benchmarks/README.md).
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+    """The largest divisor of ``n`` that is at most ``cap``, and at least 1."""
+    block = max(1, min(n, cap))
+    while n % block:
+        block -= 1
+    return block
+
+
 def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A convolution whose every batch group is one lhs batch element, as diagonals of dense blocks."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
     batch = lhs.shape[lhs_spec[0]]
     multiplier = rhs.shape[rhs_spec[0]] // batch
-    block = min(batch, BATCH_GROUP_BLOCK)
-    while batch % block:
-        block -= 1
+    block = _largest_divisor_at_most(batch, BATCH_GROUP_BLOCK)
     dense = ConvConfig(**{**config.as_lax_kwargs(), "batch_group_count": 1})
     diagonals = []
     for lhs_block, rhs_block in zip(jnp.split(lhs, batch // block, axis=lhs_spec[0]),
@@ -600,8 +606,7 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
                          config.padding, config.lhs_dilation, strict=True)], (0, 0, 0)])
     batch, plane = images.shape[0], images.shape[1:-1]                  # (N, *S̃, C)
     per_image = math.prod(plane) * math.prod(window) * outs * np.dtype(dtype).itemsize
-    block = max(b for b in range(1, batch + 1)
-                if batch % b == 0 and (b == 1 or b * per_image <= CHANNELS_LAST_BLOCK_BYTES))
+    block = _largest_divisor_at_most(batch, CHANNELS_LAST_BLOCK_BYTES // max(per_image, 1))
     spans = [s * (m - 1) + 1 for s, m in zip(config.window_strides, out_spatial, strict=True)]
 
     def images_block(x: jax.Array) -> jax.Array:                        # (block, *S̃, C)
