@@ -165,6 +165,14 @@ def group_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
     return jnp.concatenate(parts, axis=out_spec[1])
 
 
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+    """The largest divisor of ``n`` that is at most ``cap``, and at least 1."""
+    block = max(1, min(n, cap))
+    while n % block:
+        block -= 1
+    return block
+
+
 # One lhs batch element per batch group, as block-diagonal dense convolutions.
 #
 # This is the filter gradient of a depthwise convolution: B = batch_group_count groups of one lhs
@@ -174,14 +182,6 @@ def group_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
 # the wanted sums are its diagonal β = β'. That is b times the needed work, but in XLA's fast dense
 # kernel and with no materialised shifted copies, which on CPU beats both the native batch-grouped
 # convolution and an explicit shift-and-reduce (see benchmarks/README.md).
-def _largest_divisor_at_most(n: int, cap: int) -> int:
-    """The largest divisor of ``n`` that is at most ``cap``, and at least 1."""
-    block = max(1, min(n, cap))
-    while n % block:
-        block -= 1
-    return block
-
-
 def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A convolution whose every batch group is one lhs batch element, as diagonals of dense blocks."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
@@ -600,6 +600,8 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     filters = jnp.transpose(rhs, (rhs_spec[1], *rhs_spec[2:], rhs_spec[0])).astype(lhs.dtype)
     features, outs = filters.shape[0], filters.shape[-1]
     matrix = filters.reshape(features, -1)
+    # Padded after the move, not by ``_dilate_and_pad`` before it: the other order compiled to an
+    # extra transpose and copy of the cotangent in the large batch's step.
     images = lax.pad(jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])),
                      jnp.zeros((), lhs.dtype),
                      [(0, 0, 0), *[(lo, hi, a - 1) for (lo, hi), a in zip(
