@@ -31,6 +31,9 @@ import impl
 
 Step = Callable[[], Any]
 
+# Issue 6's target against PyTorch CPU: ours/torch at most this on every kind of shape.
+TORCH_TARGET = 1.5
+
 
 @dataclasses.dataclass(frozen=True)
 class Shape:
@@ -258,6 +261,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "vs_native": stats([row["ratio_vs_native"] for row in of_kind]),
             "vs_torch": stats([row["ratio_vs_torch"] for row in of_kind
                                if row["ratio_vs_torch"] is not None]),
+            "vs_torch_loss_excluded": stats([row["ratio_vs_torch_loss_excluded"]
+                                             for row in of_kind
+                                             if row["ratio_vs_torch_loss_excluded"] is not None]),
         }
     return summary
 
@@ -332,10 +338,19 @@ def combine_runs(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
             combined[key] = _median_or_none([run[key] for run in runs])
         combined["same_program"] = all(run["same_program"] for run in runs)
         combined["runs"] = {key: [run[key] for run in runs]
-                            for key in ("ratio_vs_native", "ratio_vs_torch")}
+                            for key in ("ratio_vs_native", "ratio_vs_torch",
+                                        "ratio_vs_torch_loss_excluded")}
         rows.append(combined)
+    summary = summarize(rows)
+    # How far one process's verdict per kind can sit from the median's: each process's geometric
+    # mean of ours/torch over the kind's rows.
+    for kind, stats in summary["per_kind"].items():
+        per_process = [summarize(report["rows"])["per_kind"][kind]["vs_torch"]
+                       for report in reports]
+        stats["vs_torch_per_process"] = (None if None in per_process else
+                                         [each["geomean"] for each in per_process])
     return {"environment": first["environment"], "repeats": first["repeats"],
-            "processes": len(reports), "rows": rows, "summary": summarize(rows)}
+            "processes": len(reports), "rows": rows, "summary": summary}
 
 
 def _ms(seconds: float | None) -> str:
@@ -396,11 +411,20 @@ def markdown(report: dict[str, Any]) -> str:
         if stats is not None:
             lines.append(f"| {label} | {stats['median']:.2f} | {stats['worst']:.2f} | "
                          f"{stats['best']:.2f} | {stats['geomean']:.2f} |")
-    lines += ["", "| kind | ours/native (geomean) | ours/torch (geomean) |", "| --- | ---: | ---: |"]
+    lines += ["", f"Per kind, geometric means. Target: ours/torch at most {TORCH_TARGET}; the "
+              "per-process column gives the range of each process's own geometric mean.", "",
+              "| kind | ours/native | ours/torch | ours/torch per process | ours/torch, loss "
+              f"taken out | ours/torch ≤ {TORCH_TARGET} |", "| --- | ---: | ---: | ---: | ---: | --- |"]
     for kind, stats in summary["per_kind"].items():
-        torch = stats["vs_torch"]
+        torch, excluded = stats["vs_torch"], stats["vs_torch_loss_excluded"]
+        per_process = stats.get("vs_torch_per_process")
+        spread = ("n/a" if not per_process else
+                  f"{min(per_process):.2f}-{max(per_process):.2f}")
+        verdict = "n/a" if torch is None else ("yes" if torch["geomean"] <= TORCH_TARGET else "no")
         lines.append(f"| {kind} | {stats['vs_native']['geomean']:.2f} | "
-                     f"{'n/a' if torch is None else format(torch['geomean'], '.2f')} |")
+                     f"{'n/a' if torch is None else format(torch['geomean'], '.2f')} | {spread} | "
+                     f"{'n/a' if excluded is None else format(excluded['geomean'], '.2f')} | "
+                     f"{verdict} |")
     return "\n".join(lines) + "\n"
 
 

@@ -113,3 +113,30 @@ def test_processes_runs_the_suite_in_fresh_processes(tmp_path):
         assert len(row["runs"]["ratio_vs_native"]) == 2
         assert row["ratio_vs_native"] == pytest.approx(
             sum(row["runs"]["ratio_vs_native"]) / 2)    # the median of two
+
+
+def _torch_row(name, kind, ours, torch, loss_excluded):
+    return {**_row(name, ours, 2 * ours), "kind": kind, "ratio_vs_torch": ours / torch,
+            "ratio_vs_torch_loss_excluded": loss_excluded}
+
+
+def test_per_kind_table_gives_each_process_s_verdict_and_the_target():
+    # Two processes: the depthwise kind's geometric mean is 1.2 in one and 2.0 in the other.
+    runs = [{"environment": {"device": "cpu", "platform": "cpu", "cpu_count": 2,
+                             "versions": {"jax": "0"}}, "repeats": 3,
+             "rows": [_torch_row("a", "depthwise", 1.2 * scale, 1.0, 1.1),
+                      _torch_row("b", "depthwise", 1.2 * scale, 1.0, 1.1),
+                      _torch_row("c", "dense 2-D", 1.0, 1.0, 0.9)]}
+            for scale in (1.0, 5 / 3)]
+    for run in runs:
+        for row in run["rows"]:
+            row.update(lhs_shape=(1,), rhs_shape=(1,), temp_bytes={"ours": None},
+                       peak_bytes=None, loss_seconds={"xla": 1.0, "torch": 0.5})
+    combined = bench.combine_runs(runs)
+    depthwise = combined["summary"]["per_kind"]["depthwise"]
+    assert depthwise["vs_torch_per_process"] == pytest.approx([1.2, 2.0])
+    assert depthwise["vs_torch"]["geomean"] == pytest.approx(1.6)     # medians of 1.2 and 2.0
+    assert depthwise["vs_torch_loss_excluded"]["geomean"] == pytest.approx(1.1)
+    table = bench.markdown(combined)
+    assert "| depthwise | 0.50 | 1.60 | 1.20-2.00 | 1.10 | no |" in table
+    assert "| dense 2-D | 0.50 | 1.00 | 1.00-1.00 | 0.90 | yes |" in table
