@@ -115,8 +115,7 @@ def one_run(repeats: int, rules: list[str]) -> list[dict[str, Any]]:
 
 def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
     versions = environment["versions"]
-    lines = [f"Device: {environment['platform']} ({environment['processor']}, "
-             f"{environment['cpu_count']} cores); jax {versions['jax']}, jaxlib "
+    lines = [f"Device: {bench.describe_machine(environment)}; jax {versions['jax']}, jaxlib "
              f"{versions['jaxlib']}.",
              f"jit(grad) of sum(sin(conv)) (the benchmark's step), each rule forced off and on, "
              f"interleaved medians in each of {len(runs)} processes. ratio = on / off (below 1: "

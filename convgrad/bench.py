@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -268,17 +269,54 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+# CPU instruction sets that change which formulation is fastest: XLA's and oneDNN's bfloat16 matrix
+# kernels use AVX-512 BF16 or AMX where present (benchmarks/README.md, "Two machines").
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_description(cpuinfo: str) -> tuple[str | None, list[str]]:
+    r"""(model name, which of ``CPU_FEATURES`` it has) from the text of Linux's /proc/cpuinfo.
+
+    >>> cpu_description("model name\t: Example CPU\nflags\t\t: fpu avx2 avx512f amx_bf16\n")
+    ('Example CPU', ['avx2', 'avx512f', 'amx_bf16'])
+    """
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name") or None, [name for name in CPU_FEATURES if name in flags]
+
+
+def _cpu() -> tuple[str, list[str]]:
+    try:
+        model, features = cpu_description(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        model, features = None, []
+    return model or platform.processor() or platform.machine(), features
+
+
 def environment() -> dict[str, Any]:
-    """Device and versions, for the report."""
+    """Device, processor and versions, for the report."""
     device = jax.devices()[0]
     versions = {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib"),
                 "numpy": np.__version__}
     if importlib.util.find_spec("torch") is not None:
         versions["torch"] = importlib.metadata.version("torch")
+    model, features = _cpu()
     return {"platform": device.platform, "device": device.device_kind,
             "processor": platform.processor() or platform.machine(),
+            "cpu_model": model, "cpu_features": features,
             "cpu_count": _cpu_count(), "versions": versions,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def describe_machine(env: dict[str, Any]) -> str:
+    """``cpu (Intel Xeon; avx512f, amx_bf16; 2 cores)``: the first words of a report's header."""
+    parts = [env.get("cpu_model") or env.get("processor") or env["platform"]]
+    if env.get("cpu_features"):
+        parts.append(", ".join(env["cpu_features"]))
+    return f"{env['device']} ({'; '.join(parts)}; {env['cpu_count']} cores)"
 
 
 def _cpu_count() -> int:
@@ -373,7 +411,7 @@ def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
     lines = [
-        f"Device: {env['device']} ({env['platform']}, {env['cpu_count']} cores); {versions}.",
+        f"Device: {describe_machine(env)}; {versions}.",
         f"jit(grad) of sum(sin(conv)) wrt (lhs, rhs); medians of {report['repeats']} interleaved "
         "repeats" + (f" in each of {report['processes']} processes, and of those per-process "
                      "times and ratios" if report.get("processes", 1) > 1 else "")

@@ -26,6 +26,10 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
     report = json.loads((quick_report / "bench.json").read_text())
     assert report["environment"]["platform"] == "cpu"
     assert {"jax", "jaxlib"} <= set(report["environment"]["versions"])
+    assert report["environment"]["cpu_model"]
+    assert set(report["environment"]["cpu_features"]) <= set(bench.CPU_FEATURES)
+    header = (quick_report / "bench.md").read_text().splitlines()[0]
+    assert header.startswith(f"Device: cpu ({report['environment']['cpu_model']}")
     names = [shape.name for shape in bench.quick_suite()]
     assert [row["name"] for row in report["rows"]] == names
     for row in report["rows"]:
@@ -140,3 +144,17 @@ def test_per_kind_table_gives_each_process_s_verdict_and_the_target():
     table = bench.markdown(combined)
     assert "| depthwise | 0.50 | 1.60 | 1.20-2.00 | 1.10 | no |" in table
     assert "| dense 2-D | 0.50 | 1.00 | 1.00-1.00 | 0.90 | yes |" in table
+
+
+def test_machine_description_names_the_processor_and_reads_older_reports():
+    # Reports from before the processor was recorded have neither cpu_model nor cpu_features.
+    older = {"device": "cpu", "platform": "cpu", "processor": "x86_64", "cpu_count": 2}
+    assert bench.describe_machine(older) == "cpu (x86_64; 2 cores)"
+    newer = {**older, "cpu_model": "Intel(R) Xeon(R) Processor",
+             "cpu_features": ["avx512f", "amx_bf16"]}
+    assert bench.describe_machine(newer) == (
+        "cpu (Intel(R) Xeon(R) Processor; avx512f, amx_bf16; 2 cores)")
+
+
+def test_cpu_description_without_a_model_name_or_flags():
+    assert bench.cpu_description("processor\t: 0\n") == (None, [])
