@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,6 +28,7 @@ import numpy as np
 from jax import lax
 
 import impl
+from impl import _host
 
 Step = Callable[[], Any]
 
@@ -269,31 +269,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-# CPU instruction sets that change which formulation is fastest: XLA's and oneDNN's bfloat16 matrix
-# kernels use AVX-512 BF16 or AMX where present (benchmarks/README.md, "Two machines").
-CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_description(cpuinfo: str) -> tuple[str | None, list[str]]:
-    r"""(model name, which of ``CPU_FEATURES`` it has) from the text of Linux's /proc/cpuinfo.
-
-    >>> cpu_description("model name\t: Example CPU\nflags\t\t: fpu avx2 avx512f amx_bf16\n")
-    ('Example CPU', ['avx2', 'avx512f', 'amx_bf16'])
-    """
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
-    return fields.get("model name") or None, [name for name in CPU_FEATURES if name in flags]
-
-
 def _cpu() -> tuple[str, list[str]]:
-    try:
-        model, features = cpu_description(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        model, features = None, []
-    return model or platform.processor() or platform.machine(), features
+    model, features = _host.host_cpu()
+    return model or platform.processor() or platform.machine(), list(features)
 
 
 def environment() -> dict[str, Any]:

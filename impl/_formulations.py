@@ -28,7 +28,7 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from impl import _vma
+from impl import _host, _vma
 from impl._config import ConvConfig, spatial_shapes
 
 Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
@@ -718,18 +718,22 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
 
     Asked where ``shift_matmul`` would serve; ``positions`` is the output positions per image and
     ``features`` the contracted ones. From whole steps with it forced on and off
-    (``benchmarks/sweep_formulations.py --rules _channels_last_pays``, 2 processes, results in
-    ``benchmarks/results/formulation-sweep-channels-last-cpu.md``): on the small bfloat16 planes
+    (``benchmarks/sweep_formulations.py``, 2 processes each). On an AMD EPYC
+    (``benchmarks/results/formulation-sweep-channels-last-cpu.md``): on the small bfloat16 planes
     (below 28x28) with 32-128 features 0.87-0.94 of the step, with 256-512 a tie or noise
     (0.94-1.02 over three sweeps); with 5x5 windows 0.72-0.90 in bfloat16 and 0.96 in float32.
     With 3x3 windows on larger planes it lost (1.05-1.25) but for float32 64 features on 28x28
     (0.88; 1.05 with rhs dilation 2 there and 1.15 on 56x56, not enough for a rule); strided
-    (every input position multiplied) 1.05-1.66.
+    (every input position multiplied) 1.05-1.66. On an Intel Xeon with AMX
+    (``benchmarks/results/formulation-sweep-cpu-xeon.md``) the small planes went the other way,
+    1.11-1.14 (32 features on 16x16, 128 on 14x14; 0.95 with 64 on 16x16), while 5x5 windows
+    still gained (0.73, 0.95): there small planes keep ``shift_matmul``.
     """
     if strided:
         return False
-    return taps >= MIN_CHANNELS_LAST_TAPS or (positions < MIN_PER_IMAGE_POSITIONS
-                                              and features <= MAX_CHANNELS_LAST_FEATURES)
+    small_plane = (positions < MIN_PER_IMAGE_POSITIONS and features <= MAX_CHANNELS_LAST_FEATURES
+                   and not _host.has_amx())
+    return taps >= MIN_CHANNELS_LAST_TAPS or small_plane
 
 
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
@@ -741,12 +745,12 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     products save; in 2-D bfloat16 from 7 x 7 given enough work per image): in 2-D
     ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the input gradient of a
     strided convolution), where ``polyphase`` into stride-1 phases measured faster; and
-    ``channels_last_matmul`` instead where ``_channels_last_pays`` (small bfloat16 planes, 5x5
-    windows: item 13 of benchmarks/README.md). In 1-D (item 12 there, 10 shapes):
-    ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient of a stride-2
-    convolution), in float32 and, from 128 contracted features, in bfloat16; ``columns_matmul``
-    in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel measured as fast or
-    faster (dilation 4, few features, windows of 9-25 taps).
+    ``channels_last_matmul`` instead where ``_channels_last_pays`` (small bfloat16 planes where
+    the CPU has no AMX, 5x5 windows: items 13 and 14 of benchmarks/README.md). In 1-D (item 12
+    there, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient
+    of a stride-2 convolution), in float32 and, from 128 contracted features, in bfloat16;
+    ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel
+    measured as fast or faster (dilation 4, few features, windows of 9-25 taps).
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)

@@ -6,6 +6,7 @@ import pytest
 
 from convgrad import bench
 from convgrad.cli import main
+from impl import _host
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
     assert report["environment"]["platform"] == "cpu"
     assert {"jax", "jaxlib"} <= set(report["environment"]["versions"])
     assert report["environment"]["cpu_model"]
-    assert set(report["environment"]["cpu_features"]) <= set(bench.CPU_FEATURES)
+    assert set(report["environment"]["cpu_features"]) <= set(_host.CPU_FEATURES)
     header = (quick_report / "bench.md").read_text().splitlines()[0]
     assert header.startswith(f"Device: cpu ({report['environment']['cpu_model']}")
     names = [shape.name for shape in bench.quick_suite()]
@@ -157,4 +158,4 @@ def test_machine_description_names_the_processor_and_reads_older_reports():
 
 
 def test_cpu_description_without_a_model_name_or_flags():
-    assert bench.cpu_description("processor\t: 0\n") == (None, [])
+    assert _host.cpu_description("processor\t: 0\n") == (None, ())
