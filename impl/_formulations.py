@@ -726,7 +726,7 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
     (0.88; 1.05 with rhs dilation 2 there and 1.15 on 56x56, not enough for a rule); strided
     (every input position multiplied) 1.05-1.66. On an Intel Xeon with AMX
     (``benchmarks/results/formulation-sweep-cpu-xeon.md``) the small planes went the other way,
-    1.11-1.14 (32 features on 16x16, 128 on 14x14; 0.95 with 64 on 16x16), while 5x5 windows
+    1.11-1.14 (32 features on 16x16, 128 on 14x14; 0.95-0.96 with 64 on 16x16), while 5x5 windows
     still gained (0.73, 0.95): there small planes keep ``shift_matmul``.
     """
     if strided:
