@@ -269,11 +269,6 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def _cpu() -> tuple[str, list[str]]:
-    model, features = _host.host_cpu()
-    return model or platform.processor() or platform.machine(), list(features)
-
-
 def environment() -> dict[str, Any]:
     """Device, processor and versions, for the report."""
     device = jax.devices()[0]
@@ -281,10 +276,11 @@ def environment() -> dict[str, Any]:
                 "numpy": np.__version__}
     if importlib.util.find_spec("torch") is not None:
         versions["torch"] = importlib.metadata.version("torch")
-    model, features = _cpu()
+    processor = platform.processor() or platform.machine()
+    model, features = _host.host_cpu()
     return {"platform": device.platform, "device": device.device_kind,
-            "processor": platform.processor() or platform.machine(),
-            "cpu_model": model, "cpu_features": features,
+            "processor": processor, "cpu_model": model or processor,
+            "cpu_features": list(features),
             "cpu_count": _cpu_count(), "versions": versions,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
