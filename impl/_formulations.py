@@ -200,6 +200,38 @@ def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     return jnp.transpose(out, np.argsort(out_spec))
 
 
+# The same convolution as one variadic reduction: every output position an operand.
+#
+# With one lhs batch element per batch group and few output positions q (the forward's taps,
+# when this is a depthwise filter gradient), O[0, β·μ + j, q] = Σ_{c, p} X̃[β, c, s·q + d·p]
+# F[β·μ + j, c, p] is, for each q, a sum of elementwise products over (c, p). All Q sums are
+# one ``lax.reduce`` with Q operands, and XLA fuses the Q strided reads of X̃ and the products
+# into it: a single pass over the input and the cotangent, where Q separate reductions re-read
+# both Q times, and block-diagonal dense convolutions compute b times the needed products in a
+# kernel made for many output positions. XLA:CPU, (16, 64, 56, 56) 3x3: 5.3 ms against 17-19 ms
+# for the blocks and 35 ms for nine separate reductions.
+def batch_grouped_reduce(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A convolution whose every batch group is one lhs batch element, as one reduction."""
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_c, rhs_c, dtype = _canonical(lhs, rhs, config)      # (N, C, *S), (N·μ, C, *K)
+    groups, features = lhs_c.shape[:2]
+    multiplier = rhs_c.shape[0] // groups
+    padded = _dilate_and_pad(lhs_c, config)[:, None]         # (N, 1, C, *S̃)
+    weights = rhs_c.reshape(groups, multiplier, features, *window)
+    products = []
+    for position in np.ndindex(*out_spatial):
+        start = [0, 0, 0, *(s * q for s, q in zip(config.window_strides, position, strict=True))]
+        limit = [*padded.shape[:3], *(begin + d * (k - 1) + 1 for begin, d, k in zip(
+            start[3:], config.rhs_dilation, window, strict=True))]
+        products.append(lax.slice(padded, start, limit, [1, 1, 1, *config.rhs_dilation])
+                        * weights)
+    sums = lax.reduce(products, [jnp.zeros((), dtype)] * len(products),
+                      lambda totals, terms: [a + b for a, b in zip(totals, terms, strict=True)],
+                      tuple(range(2, 3 + len(window))))
+    out = jnp.stack(sums, axis=-1).reshape(1, groups * multiplier, *out_spatial)
+    return _from_canonical(out, lhs, config)
+
+
 def _spatial_letters(count: int) -> str:
     return "".join(chr(ord("p") + axis) for axis in range(count))
 
@@ -826,6 +858,8 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     if groups > 1 and rhs_shape[rhs_spec[1]] < DENSE_KERNEL_FEATURES:
         return group_blocks
     if 1 < batch_groups == lhs_shape[lhs_spec[0]]:
+        if np.prod(out_spatial) <= MAX_UNROLLED_TAPS and 0 not in (*lhs_shape, *out_spatial):
+            return batch_grouped_reduce
         return batch_grouped_blocks
     if 1 < max(groups, batch_groups) <= MAX_PER_GROUP_CONVS:
         return per_group

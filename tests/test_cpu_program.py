@@ -18,7 +18,15 @@ import impl
 import impl._op
 
 _COMPUTATION = re.compile(r"^%(\S+) .*\{$")
-_FUSION = re.compile(r"^\s+%\S+ = \w+\[([\d,]*)\]\S* fusion\(.*calls=%([\w.\-]+)")
+# A fusion's result is one array or, for a multi-output fusion (a variadic reduction), a tuple.
+_FUSION = re.compile(r"^\s+%\S+ = (\(.*?\)|\w+\[[\d,]*\]\S*) fusion\(.*calls=%([\w.\-]+)")
+_SHAPE = re.compile(r"\w+\[([\d,]*)\]")
+
+
+def _elements(result_type: str) -> int:
+    """Elements of a fusion's result: of its array, or of all the arrays of its tuple."""
+    return sum(math.prod(int(size) for size in dims.split(",") if size)
+               for dims in _SHAPE.findall(result_type))
 
 
 def _full_cosine_fusions(hlo: str) -> int:
@@ -37,7 +45,7 @@ def _full_cosine_fusions(hlo: str) -> int:
         elif entry:
             fusion = _FUSION.match(line)
             if fusion and fusion.group(2) in with_cosine:
-                count += math.prod(int(size) for size in fusion.group(1).split(",") if size) > 1
+                count += _elements(fusion.group(1)) > 1
     return count
 
 
