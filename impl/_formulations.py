@@ -181,7 +181,8 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
 # b batch elements with the block's b·μ filters computes every pair (β, β'·μ + j) of the block;
 # the wanted sums are its diagonal β = β'. That is b times the needed work, but in XLA's fast dense
 # kernel and with no materialised shifted copies, which on CPU beats both the native batch-grouped
-# convolution and an explicit shift-and-reduce (see benchmarks/README.md).
+# convolution and an explicit shift-and-reduce (see benchmarks/README.md). ``batch_grouped_reduce``
+# below is faster still; these blocks serve the cases with more output positions than it unrolls.
 def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A convolution whose every batch group is one lhs batch element, as diagonals of dense blocks."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
