@@ -209,8 +209,9 @@ def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
 # one ``lax.reduce`` with Q operands, and XLA fuses the Q strided reads of X̃ and the products
 # into it: a single pass over the input and the cotangent, where Q separate reductions re-read
 # both Q times, and block-diagonal dense convolutions compute b times the needed products in a
-# kernel made for many output positions. XLA:CPU, (16, 64, 56, 56) 3x3: 5.3 ms against 17-19 ms
-# for the blocks and 35 ms for nine separate reductions.
+# kernel made for many output positions. XLA:CPU on an Intel Xeon, float32 (16, 64, 56, 56) 3x3:
+# 5.3-6.7 ms against 17-21 ms for the blocks and 35 ms for nine separate reductions (item 4 of
+# benchmarks/README.md).
 def batch_grouped_reduce(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A convolution whose every batch group is one lhs batch element, as one reduction."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
