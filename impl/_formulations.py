@@ -35,6 +35,9 @@ Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
 
 # Above these sizes the unrolled loops below compile slowly and stop paying off.
 MAX_UNROLLED_TAPS = 49
+# Most output positions (operands) of ``batch_grouped_reduce``: 7x7x7 compiled in 2.6 s and ran
+# 17 ms against 320 ms for the dense blocks and native alike.
+MAX_REDUCED_OUTPUTS = 343
 MAX_PER_GROUP_CONVS = 32
 # Batch elements per dense block in ``batch_grouped_blocks`` (16 measured best, b = 4..64).
 BATCH_GROUP_BLOCK = 16
@@ -201,36 +204,42 @@ def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     return jnp.transpose(out, np.argsort(out_spec))
 
 
-# The same convolution as one variadic reduction: every output position an operand.
+# Batch groups as one variadic reduction: every output position an operand.
 #
-# With one lhs batch element per batch group and few output positions q (the forward's taps,
-# when this is a depthwise filter gradient), O[0, β·μ + j, q] = Σ_{c, p} X̃[β, c, s·q + d·p]
-# F[β·μ + j, c, p] is, for each q, a sum of elementwise products over (c, p). All Q sums are
-# one ``lax.reduce`` with Q operands, and XLA fuses the Q strided reads of X̃ and the products
-# into it: a single pass over the input and the cotangent, where Q separate reductions re-read
-# both Q times, and block-diagonal dense convolutions compute b times the needed products in a
-# kernel made for many output positions. XLA:CPU on an Intel Xeon, float32 (16, 64, 56, 56) 3x3:
-# 5.3-6.7 ms against 17-21 ms for the blocks and 35 ms for nine separate reductions (item 4 of
-# benchmarks/README.md).
+# With batch groups of L lhs batch elements each and few output positions q (the forward's taps,
+# when this is the filter gradient of a grouped convolution; L = 1 for a depthwise one),
+# O[l, g·μ + j, q] = Σ_{c, p} X̃[g·L + l, c, s·q + d·p] F[g·μ + j, c, p] is, for each q, a sum of
+# elementwise products over (c, p). All Q sums are one ``lax.reduce`` with Q operands, and XLA
+# fuses the Q strided reads of X̃ and the products into it: a single pass over the input and the
+# cotangent, where Q separate reductions re-read both Q times, and block-diagonal dense
+# convolutions compute b times the needed products in a kernel made for many output positions.
+# XLA:CPU on an Intel Xeon, float32 (16, 64, 56, 56) 3x3 depthwise: 5.3-6.7 ms against 17-21 ms
+# for the blocks and 35 ms for nine separate reductions (item 4 of benchmarks/README.md). Its
+# work is L·μ products per input element and position, so many-element groups are left to the
+# dense kernels (``per_group``).
 def batch_grouped_reduce(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A convolution whose every batch group is one lhs batch element, as one reduction."""
+    """A batch-grouped convolution with few output positions as one reduction."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
-    lhs_c, rhs_c, dtype = _canonical(lhs, rhs, config)      # (N, C, *S), (N·μ, C, *K)
-    groups, features = lhs_c.shape[:2]
+    lhs_c, rhs_c, dtype = _canonical(lhs, rhs, config)      # (G·L, C, *S), (G·μ, C, *K)
+    groups = config.batch_group_count
+    per_group, features = lhs_c.shape[0] // groups, lhs_c.shape[1]
     multiplier = rhs_c.shape[0] // groups
-    padded = _dilate_and_pad(lhs_c, config)[:, None]         # (N, 1, C, *S̃)
-    weights = rhs_c.reshape(groups, multiplier, features, *window)
+    padded = _dilate_and_pad(lhs_c, config)
+    padded = padded.reshape(groups, per_group, 1, *padded.shape[1:])   # (G, L, 1, C, *S̃)
+    weights = rhs_c.reshape(groups, 1, multiplier, features, *window)  # (G, 1, μ, C, *K)
+    lead = [0, 0, 0, 0]
     products = []
     for position in np.ndindex(*out_spatial):
-        start = [0, 0, 0, *(s * q for s, q in zip(config.window_strides, position, strict=True))]
-        limit = [*padded.shape[:3], *(begin + d * (k - 1) + 1 for begin, d, k in zip(
-            start[3:], config.rhs_dilation, window, strict=True))]
-        products.append(lax.slice(padded, start, limit, [1, 1, 1, *config.rhs_dilation])
+        start = [*lead, *(s * q for s, q in zip(config.window_strides, position, strict=True))]
+        limit = [*padded.shape[:4], *(begin + d * (k - 1) + 1 for begin, d, k in zip(
+            start[4:], config.rhs_dilation, window, strict=True))]
+        products.append(lax.slice(padded, start, limit, [1, 1, 1, 1, *config.rhs_dilation])
                         * weights)
     sums = lax.reduce(products, [jnp.zeros((), dtype)] * len(products),
                       lambda totals, terms: [a + b for a, b in zip(totals, terms, strict=True)],
-                      tuple(range(2, 3 + len(window))))
-    out = jnp.stack(sums, axis=-1).reshape(1, groups * multiplier, *out_spatial)
+                      tuple(range(3, 4 + len(window))))
+    out = jnp.moveaxis(jnp.stack(sums, axis=-1), 1, 0)             # (L, G, μ, Q)
+    out = out.reshape(per_group, groups * multiplier, *out_spatial)
     return _from_canonical(out, lhs, config)
 
 
@@ -854,14 +863,24 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     if (max(config.lhs_dilation) > 1 and max(config.window_strides) == 1 and batch_groups == 1
             and np.prod(config.lhs_dilation) <= MAX_PHASES and 0 not in lhs_shape):
         return polyphase
+    # Before the 3-D fold: the filter gradient of a depthwise convolution of any rank is one
+    # reduction, and so is that of any grouped one with more groups than ``per_group`` takes,
+    # where XLA:CPU's batch-grouped kernel took seconds (2-D, 64 groups of 2 features: 26 s against
+    # 22 ms; 48 groups of 4: 7.7 s against 9 ms). With a few groups of many features each the
+    # dense kernels are faster (``per_group``: 8 groups of 8, 12.8 ms against 22.7).
+    one_per_group = 1 < batch_groups == lhs_shape[lhs_spec[0]]
+    if ((one_per_group or batch_groups > MAX_PER_GROUP_CONVS)
+            and np.prod(out_spatial) <= MAX_REDUCED_OUTPUTS
+            and 0 not in (*lhs_shape, *out_spatial)):
+        return batch_grouped_reduce
+    # Not with more batch groups than ``per_group`` takes: the folded 2-D convolution keeps them,
+    # and XLA:CPU's 2-D batch-grouped kernel took 1-40 s where its 3-D one took 22-280 ms.
     if len(window) >= 3 and 0 not in lhs_shape and 0 not in out_spatial and (
-            window[0] <= MAX_UNROLLED_TAPS):
+            window[0] <= MAX_UNROLLED_TAPS and batch_groups <= MAX_PER_GROUP_CONVS):
         return fold_first_axis
     if groups > 1 and rhs_shape[rhs_spec[1]] < DENSE_KERNEL_FEATURES:
         return group_blocks
-    if 1 < batch_groups == lhs_shape[lhs_spec[0]]:
-        if np.prod(out_spatial) <= MAX_UNROLLED_TAPS and 0 not in (*lhs_shape, *out_spatial):
-            return batch_grouped_reduce
+    if one_per_group:
         return batch_grouped_blocks
     if 1 < max(groups, batch_groups) <= MAX_PER_GROUP_CONVS:
         return per_group

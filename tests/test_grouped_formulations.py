@@ -1,12 +1,14 @@
-"""The filter gradient of a depthwise convolution on CPU (impl._formulations).
+"""Batch-grouped convolutions with few output positions on CPU (impl._formulations).
 
-That gradient is a convolution with one lhs batch element per batch group (the forward's
-channels) and few output positions (the forward's taps). ``batch_grouped_reduce`` computes it as
-one variadic reduction with an operand per output position, ``batch_grouped_blocks`` as the
-diagonals of block-wise dense convolutions. Both are called here directly on the gradient
-convolutions the rule builds for the oracle's depthwise cases (every spatial rank, padding,
-stride, dilation and layout, a channel multiplier of 2), in float64 against native lax; the op
-itself is checked against native autodiff on the same grid by tests/test_op_grid.py.
+The filter gradient of a grouped convolution is a convolution with batch groups (the forward's
+groups) and few output positions (the forward's taps); for a depthwise convolution every batch
+group is one lhs batch element. ``batch_grouped_reduce`` computes such a convolution as one
+variadic reduction with an operand per output position, ``batch_grouped_blocks`` the depthwise
+case as the diagonals of block-wise dense convolutions. Both are called here directly, in float64
+against native lax, on the filter-gradient convolutions the rule builds for the oracle's depthwise
+and feature-grouped cases and on the oracle's batch-grouped forward (every spatial rank, padding,
+stride, dilation and layout; channel multipliers of 1-3); the op itself is checked against
+native autodiff on the same grid by tests/test_op_grid.py.
 """
 
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from tests.conv_oracle import AXES, make_case, pairwise_cover, random_array, rel
 
 DEPTHWISE_AXES = {**AXES, "groups": ("depthwise",), "batch": ("full",)}
 COVER = pairwise_cover(DEPTHWISE_AXES)
+OTHER_GROUPS = pairwise_cover({**AXES, "groups": ("feature", "batch"), "batch": ("full",)})
 
 
 def _name(choice: dict[str, Any]) -> str:
@@ -34,13 +37,9 @@ def _name(choice: dict[str, Any]) -> str:
 def _filter_gradient(choice: dict[str, Any], dtype: str
                      ) -> tuple[jax.Array, jax.Array, ConvConfig]:
     """(lhs, rhs, config) of the convolution the rule computes the filter gradient with."""
-    case = make_case(choice)
-    rng = np.random.default_rng(3)
-    lhs = random_array(rng, case.lhs_shape, dtype)
-    rhs = random_array(rng, case.rhs_shape, dtype)
-    config = make_config(lhs, rhs, **case.kwargs)
+    lhs, rhs, config = _forward(choice, dtype)
     out = jax.eval_shape(lambda a, b: formulations.native(a, b, config), lhs, rhs)
-    cotangent = random_array(rng, out.shape, dtype)
+    cotangent = random_array(np.random.default_rng(4), out.shape, dtype)
     captured = []
 
     def capture(a: jax.Array, b: jax.Array, c: ConvConfig) -> jax.Array:
@@ -50,6 +49,15 @@ def _filter_gradient(choice: dict[str, Any], dtype: str
     _rule.rhs_cotangent(capture, cotangent, lhs, config, rhs.shape, rhs.dtype)
     (gradient,) = captured
     return gradient
+
+
+def _forward(choice: dict[str, Any], dtype: str) -> tuple[jax.Array, jax.Array, ConvConfig]:
+    """(lhs, rhs, config) of the oracle's case itself."""
+    case = make_case(choice)
+    rng = np.random.default_rng(3)
+    lhs = random_array(rng, case.lhs_shape, dtype)
+    rhs = random_array(rng, case.rhs_shape, dtype)
+    return lhs, rhs, make_config(lhs, rhs, **case.kwargs)
 
 
 def _against_native(formulation: Callable[..., jax.Array], lhs: jax.Array, rhs: jax.Array,
@@ -71,6 +79,19 @@ def test_depthwise_filter_gradients_equal_native_in_float64(choice: dict[str, An
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
 
 
+@pytest.mark.parametrize("choice", OTHER_GROUPS, ids=_name)
+def test_other_batch_groups_as_one_reduction_equal_native_in_float64(
+        choice: dict[str, Any]) -> None:
+    # Feature groups: the filter gradient has batch groups of 2 lhs elements, 3 outputs each.
+    # Batch groups: the forward itself, 2 lhs elements and 2 outputs per group.
+    lhs, rhs, config = (_filter_gradient if choice["groups"] == "feature" else _forward)(
+        choice, "float64")
+    groups = config.batch_group_count
+    assert 1 < groups < lhs.shape[config.dimension_numbers.lhs_spec[0]]
+    error = _against_native(formulations.batch_grouped_reduce, lhs, rhs, config)
+    assert error <= tolerance("float64"), f"{error:.3e}"
+
+
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
                                               ("bfloat16", "float32")])
 @pytest.mark.parametrize("choice", COVER[:4], ids=_name)
@@ -82,11 +103,13 @@ def test_the_reduction_in_the_dtypes_that_use_it(choice: dict[str, Any], dtype: 
     assert error <= tolerance(preferred or dtype), f"{error:.3e}"
 
 
-def _filter_gradient_choice(window: tuple[int, int]) -> str:
-    """The CPU formulation of a (16, 64, 56, 56) depthwise convolution's filter gradient."""
-    lhs = jax.ShapeDtypeStruct((16, 64, 56, 56), jnp.float32)
-    rhs = jax.ShapeDtypeStruct((64, 1, *window), jnp.float32)
-    config = make_config(lhs, rhs, (1, 1), "SAME", feature_group_count=64)
+def _filter_gradient_choice(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+                            groups: int) -> str:
+    """The CPU formulation of a grouped convolution's filter gradient (SAME, stride 1)."""
+    lhs = jax.ShapeDtypeStruct(lhs_shape, jnp.float32)
+    rhs = jax.ShapeDtypeStruct(rhs_shape, jnp.float32)
+    config = make_config(lhs, rhs, (1,) * (len(lhs_shape) - 2), "SAME",
+                         feature_group_count=groups)
     captured = []
 
     def capture(a: jax.Array, b: jax.Array, c: ConvConfig) -> jax.Array:
@@ -94,17 +117,30 @@ def _filter_gradient_choice(window: tuple[int, int]) -> str:
         return formulations.native(a, b, c)
 
     jax.eval_shape(lambda x, g: _rule.rhs_cotangent(capture, g, x, config, rhs.shape, rhs.dtype),
-                   lhs, lhs)
+                   lhs, jax.ShapeDtypeStruct((lhs_shape[0], rhs_shape[0], *lhs_shape[2:]),
+                                             jnp.float32))
     return captured[0]
 
 
-@pytest.mark.parametrize("window, expected", [
-    # One reduction up to MAX_UNROLLED_TAPS output positions (3x3: 5.3 against 17-19 ms; 7x7:
-    # 31 against 90 ms, benchmarks/README.md); beyond, the blocks of dense convolutions.
-    ((3, 3), "batch_grouped_reduce"),
-    ((7, 7), "batch_grouped_reduce"),
-    ((7, 8), "batch_grouped_blocks"),
+@pytest.mark.parametrize("lhs_shape, rhs_shape, groups, expected", [
+    # Depthwise, up to MAX_REDUCED_OUTPUTS output positions (3x3: 5.3-6.7 against 17-21 ms; 7x7:
+    # 31 against 90 ms; 7x7x7: 17 against 320 ms, benchmarks/README.md item 4); beyond, the blocks
+    # of dense convolutions.
+    ((16, 64, 56, 56), (64, 1, 3, 3), 64, "batch_grouped_reduce"),
+    ((16, 64, 56, 56), (64, 1, 7, 7), 64, "batch_grouped_reduce"),
+    ((16, 64, 56, 56), (64, 1, 19, 19), 64, "batch_grouped_blocks"),
+    # 3-D depthwise: the reduction, not the fold into 2-D (whose batch-grouped 2-D convolution
+    # took 9 s where the 3-D native one took 64 ms and the reduction 2.4 ms).
+    ((2, 64, 8, 28, 28), (64, 1, 3, 3, 3), 64, "batch_grouped_reduce"),
+    ((2, 32, 8, 28, 28), (32, 1, 7, 7, 7), 32, "batch_grouped_reduce"),
+    # More groups than per_group takes: the reduction (native: 26 s; the reduction 22 ms).
+    ((16, 128, 56, 56), (128, 2, 3, 3), 64, "batch_grouped_reduce"),
+    ((2, 128, 8, 14, 14), (128, 2, 3, 3, 3), 64, "batch_grouped_reduce"),
+    # A few groups of many features: one dense convolution per group (12.8 against 22.7 ms).
+    ((16, 64, 56, 56), (64, 8, 3, 3), 8, "per_group"),
+    ((16, 128, 28, 28), (128, 4, 3, 3), 32, "per_group"),
 ])
-def test_which_depthwise_filter_gradients_are_one_reduction(window: tuple[int, int],
-                                                            expected: str) -> None:
-    assert _filter_gradient_choice(window) == expected
+def test_which_grouped_filter_gradients_are_one_reduction(
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], groups: int,
+        expected: str) -> None:
+    assert _filter_gradient_choice(lhs_shape, rhs_shape, groups) == expected
