@@ -35,10 +35,10 @@ Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
 
 # Above these sizes the unrolled loops below compile slowly and stop paying off.
 MAX_UNROLLED_TAPS = 49
+MAX_PER_GROUP_CONVS = 32
 # Most output positions (operands) of ``batch_grouped_reduce``: 7x7x7 compiled in 2.6 s and ran
 # 17 ms against 320 ms for the dense blocks and native alike.
 MAX_REDUCED_OUTPUTS = 343
-MAX_PER_GROUP_CONVS = 32
 # Batch elements per dense block in ``batch_grouped_blocks`` (16 measured best, b = 4..64).
 BATCH_GROUP_BLOCK = 16
 # Input features from which XLA:CPU uses its fast dense convolution kernel (YNNPACK, measured).
