@@ -7,7 +7,7 @@ variadic reduction with an operand per output position, ``batch_grouped_blocks``
 case as the diagonals of block-wise dense convolutions. Both are called here directly, in float64
 against native lax, on the filter-gradient convolutions the rule builds for the oracle's depthwise
 and feature-grouped cases and on the oracle's batch-grouped forward (every spatial rank, padding,
-stride, dilation and layout; channel multipliers of 1-3); the op itself is checked against
+stride, dilation and layout; 1-2 lhs elements and 2-3 outputs per group); the op is checked against
 native autodiff on the same grid by tests/test_op_grid.py.
 """
 
