@@ -117,6 +117,16 @@ def _compute_dtype_of(dtype: np.dtype, config: ConvConfig) -> np.dtype:
     return np.dtype(jnp.promote_types(dtype, jnp.float32))
 
 
+def _window(array: jax.Array, starts: Sequence[int], sizes: Sequence[int],
+            steps: Sequence[int]) -> jax.Array:
+    """``array[..., start + step·i]`` for i < size along each trailing axis (all in bounds)."""
+    lead = array.ndim - len(starts)
+    limits = [start + step * (size - 1) + 1 for start, size, step in zip(
+        starts, sizes, steps, strict=True)]
+    return lax.slice(array, [0] * lead + list(starts), [*array.shape[:lead], *limits],
+                     [1] * lead + list(steps))
+
+
 def _dilate_and_pad(lhs: jax.Array, config: ConvConfig) -> jax.Array:
     """X̃ in canonical layout (batch, features, *spatial): dilated by ``a``, padded by (lo, hi)."""
     spatial = [(lo, hi, dil - 1) for (lo, hi), dil in zip(config.padding, config.lhs_dilation,
@@ -227,14 +237,10 @@ def batch_grouped_reduce(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     padded = _dilate_and_pad(lhs_c, config)
     padded = padded.reshape(groups, per_group, 1, *padded.shape[1:])   # (G, L, 1, C, *S̃)
     weights = rhs_c.reshape(groups, 1, multiplier, features, *window)  # (G, 1, μ, C, *K)
-    lead = [0, 0, 0, 0]
-    products = []
-    for position in np.ndindex(*out_spatial):
-        start = [*lead, *(s * q for s, q in zip(config.window_strides, position, strict=True))]
-        limit = [*padded.shape[:4], *(begin + d * (k - 1) + 1 for begin, d, k in zip(
-            start[4:], config.rhs_dilation, window, strict=True))]
-        products.append(lax.slice(padded, start, limit, [1, 1, 1, 1, *config.rhs_dilation])
-                        * weights)
+    products = [_window(padded, [s * q for s, q in zip(config.window_strides, position,
+                                                       strict=True)],
+                        window, config.rhs_dilation) * weights
+                for position in np.ndindex(*out_spatial)]
     sums = lax.reduce(products, [jnp.zeros((), dtype)] * len(products),
                       lambda totals, terms: [a + b for a, b in zip(totals, terms, strict=True)],
                       tuple(range(3, 4 + len(window))))
@@ -263,11 +269,8 @@ def window_one_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax
     matrix = rhs_c.reshape(rhs_c.shape[:2])
 
     def read(array: jax.Array) -> jax.Array:
-        padded = _dilate_and_pad(array, config)
-        return lax.slice(padded, [0, 0, *(0,) * len(space)],
-                         [*padded.shape[:2], *(s * (m - 1) + 1 for s, m in zip(
-                             config.window_strides, out_spatial, strict=True))],
-                         [1, 1, *config.window_strides])
+        return _window(_dilate_and_pad(array, config), (0,) * len(space), out_spatial,
+                       config.window_strides)
 
     def multiply(array: jax.Array) -> jax.Array:
         return jnp.einsum(f"bc{space},oc->bo{space}", array, matrix)
@@ -291,10 +294,7 @@ def single_output_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_c, rhs_c, _ = _canonical(lhs, rhs, config)
     padded = _dilate_and_pad(lhs_c, config)
-    region = lax.slice(padded, [0, 0, *(0,) * len(window)],
-                       [*padded.shape[:2], *(d * (k - 1) + 1 for d, k in zip(
-                           config.rhs_dilation, window, strict=True))],
-                       [1, 1, *config.rhs_dilation])
+    region = _window(padded, (0,) * len(window), window, config.rhs_dilation)
     space = _spatial_letters(len(window))
     out = jnp.einsum(f"bc{space},oc{space}->bo", region, rhs_c)
     return _from_canonical(out.reshape(*out.shape, *out_spatial), lhs, config)
@@ -430,10 +430,8 @@ def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
     spatial = (1,) * len(window)
     out = None
     for tap in np.ndindex(*window):
-        start = [0, 0, 0, *(d * t for d, t in zip(config.rhs_dilation, tap, strict=True))]
-        limit = [*padded.shape[:3], *(begin + s * (m - 1) + 1 for begin, s, m in zip(
-            start[3:], config.window_strides, out_spatial, strict=True))]
-        read = lax.slice(padded, start, limit, [1, 1, 1, *config.window_strides])
+        read = _window(padded, [d * t for d, t in zip(config.rhs_dilation, tap, strict=True)],
+                       out_spatial, config.window_strides)
         term = read * weights[(slice(None), slice(None), *tap)].reshape(channels, multiplier,
                                                                         *spatial)
         out = term if out is None else out + term
