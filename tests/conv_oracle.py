@@ -16,6 +16,7 @@ import numpy as np
 from jax import lax
 
 import impl
+import impl._formulations as formulations
 from convgrad.tolerances import tolerance
 
 # Per spatial rank: input sizes, window sizes, and the per-axis values of each option. Sizes are
@@ -172,6 +173,20 @@ def relative_error(actual: Any, expected: Any) -> float:
     if expected.size == 0:
         return 0.0
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1.0))
+
+
+def formulation_error(formulation: Callable[..., jax.Array], lhs: jax.Array, rhs: jax.Array,
+                      config: Any, name: str = "the case") -> float:
+    """Relative error of a CPU formulation (``impl._formulations``) against native lax.
+
+    Also checks the result's shape and dtype, and that the native result is not all zero (a case
+    that cannot fail).
+    """
+    ours, native = jax.jit(lambda lhs, rhs: (formulation(lhs, rhs, config),
+                                             formulations.native(lhs, rhs, config)))(lhs, rhs)
+    assert ours.shape == native.shape and ours.dtype == native.dtype
+    assert np.any(np.asarray(native) != 0), f"{name}: the native result is all zero"
+    return relative_error(ours, native)
 
 
 def errors_against_lax(case: Case, dtype: Any = "float64", seed: int = 0,

@@ -11,7 +11,6 @@ stride, dilation and layout; 1-2 lhs elements and 2-3 outputs per group); the op
 native autodiff on the same grid by tests/test_op_grid.py.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,7 +22,7 @@ import impl._formulations as formulations
 from convgrad.tolerances import tolerance
 from impl import _rule
 from impl._config import ConvConfig, make_config
-from tests.conv_oracle import AXES, make_case, pairwise_cover, random_array, relative_error
+from tests.conv_oracle import AXES, formulation_error, make_case, pairwise_cover, random_array
 
 DEPTHWISE_AXES = {**AXES, "groups": ("depthwise",), "batch": ("full",)}
 COVER = pairwise_cover(DEPTHWISE_AXES)
@@ -60,22 +59,13 @@ def _forward(choice: dict[str, Any], dtype: str) -> tuple[jax.Array, jax.Array, 
     return lhs, rhs, make_config(lhs, rhs, **case.kwargs)
 
 
-def _against_native(formulation: Callable[..., jax.Array], lhs: jax.Array, rhs: jax.Array,
-                    config: ConvConfig) -> float:
-    ours, native = jax.jit(lambda a, b: (formulation(a, b, config),
-                                         formulations.native(a, b, config)))(lhs, rhs)
-    assert ours.shape == native.shape and ours.dtype == native.dtype
-    assert np.any(np.asarray(native) != 0), "the native result is all zero"
-    return relative_error(ours, native)
-
-
 @pytest.mark.parametrize("choice", COVER, ids=_name)
 def test_depthwise_filter_gradients_equal_native_in_float64(choice: dict[str, Any]) -> None:
     lhs, rhs, config = _filter_gradient(choice, "float64")
     # The case really is one lhs batch element per batch group, the one these serve.
     assert config.batch_group_count == lhs.shape[config.dimension_numbers.lhs_spec[0]] > 1
     for formulation in (formulations.batch_grouped_reduce, formulations.batch_grouped_blocks):
-        error = _against_native(formulation, lhs, rhs, config)
+        error = formulation_error(formulation, lhs, rhs, config)
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
 
 
@@ -88,7 +78,7 @@ def test_other_batch_groups_as_one_reduction_equal_native_in_float64(
         choice, "float64")
     groups = config.batch_group_count
     assert 1 < groups < lhs.shape[config.dimension_numbers.lhs_spec[0]]
-    error = _against_native(formulations.batch_grouped_reduce, lhs, rhs, config)
+    error = formulation_error(formulations.batch_grouped_reduce, lhs, rhs, config)
     assert error <= tolerance("float64"), f"{error:.3e}"
 
 
@@ -99,7 +89,7 @@ def test_the_reduction_in_the_dtypes_that_use_it(choice: dict[str, Any], dtype: 
                                                  preferred: str | None) -> None:
     lhs, rhs, config = _filter_gradient(choice, dtype)
     config = ConvConfig(**{**config.as_lax_kwargs(), "preferred_element_type": preferred})
-    error = _against_native(formulations.batch_grouped_reduce, lhs, rhs, config)
+    error = formulation_error(formulations.batch_grouped_reduce, lhs, rhs, config)
     assert error <= tolerance(preferred or dtype), f"{error:.3e}"
 
 
