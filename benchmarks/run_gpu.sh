@@ -20,21 +20,25 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 PYTHON=${PYTHON:-python3}
 RESULTS=${RESULTS:-benchmarks/results/gpu-$(date +%Y%m%d)}
+RESULTS=${RESULTS%/}
 DEADLINE_S=${DEADLINE_S:-480}
 ALL_STEPS=(environment nvidia-smi crosscheck-gpu-highest crosscheck-gpu-default lowering sharding
            bench-gpu tests crosscheck-cpu bench-cpu)
+
 command_of() {  # the command line of step $1, writing its results under $RESULTS
+    local results
+    results=$(printf %q "$RESULTS")  # quoted: the line runs through bash -c
     case $1 in
         environment) echo "$PYTHON -c 'import jax, jaxlib; print(jax.__version__, jaxlib.__version__); print(jax.devices()); [print(d.device_kind) for d in jax.devices()]'" ;;
         nvidia-smi) echo "nvidia-smi" ;;
-        crosscheck-gpu-highest) echo "$PYTHON -m convgrad.cli crosscheck --platform gpu --precision highest --json $RESULTS/crosscheck-gpu-highest.json" ;;
-        crosscheck-gpu-default) echo "$PYTHON -m convgrad.cli crosscheck --platform gpu --precision default --json $RESULTS/crosscheck-gpu-default.json" ;;
-        lowering) echo "$PYTHON -m convgrad.cli crosscheck --lower-only cpu,cuda,rocm,tpu --json $RESULTS/lowering.json" ;;
+        crosscheck-gpu-highest) echo "$PYTHON -m convgrad.cli crosscheck --platform gpu --precision highest --json $results/crosscheck-gpu-highest.json" ;;
+        crosscheck-gpu-default) echo "$PYTHON -m convgrad.cli crosscheck --platform gpu --precision default --json $results/crosscheck-gpu-default.json" ;;
+        lowering) echo "$PYTHON -m convgrad.cli crosscheck --lower-only cpu,cuda,rocm,tpu --json $results/lowering.json" ;;
         sharding) echo "$PYTHON -m pytest -q -p no:cacheprovider tests/test_sharding.py" ;;
-        bench-gpu) echo "$PYTHON -m convgrad.cli bench --out $RESULTS/bench-gpu" ;;
+        bench-gpu) echo "$PYTHON -m convgrad.cli bench --out $results/bench-gpu" ;;
         tests) echo "$PYTHON -m pytest -q -p no:cacheprovider" ;;
-        crosscheck-cpu) echo "$PYTHON -m convgrad.cli crosscheck --platform cpu --json $RESULTS/crosscheck-cpu.json" ;;
-        bench-cpu) echo "env JAX_PLATFORMS=cpu $PYTHON -m convgrad.cli bench --dtypes float32 --out $RESULTS/bench-cpu" ;;
+        crosscheck-cpu) echo "$PYTHON -m convgrad.cli crosscheck --platform cpu --json $results/crosscheck-cpu.json" ;;
+        bench-cpu) echo "env JAX_PLATFORMS=cpu $PYTHON -m convgrad.cli bench --dtypes float32 --out $results/bench-cpu" ;;
         *) return 1 ;;
     esac
 }

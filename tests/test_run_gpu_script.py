@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
 
 def run_script(tmp_path: Path, *steps: str, deadline: int
                ) -> tuple[subprocess.CompletedProcess, Path, Path]:
-    results, out = tmp_path / "results" / "gpu-test", tmp_path / "out"
+    # A space in the paths: the steps' command lines must quote them.
+    results, out = tmp_path / "gpu results" / "gpu-test", tmp_path / "out"
     env = dict(os.environ, PYTHON=sys.executable, RESULTS=str(results), OUT=str(out),
                DEADLINE_S=str(deadline), JAX_PLATFORMS="cpu")
     done = subprocess.run(["bash", str(SCRIPT), *steps], env=env, capture_output=True, text=True,
