@@ -36,6 +36,10 @@ Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
 # Above these sizes the unrolled loops below compile slowly and stop paying off.
 MAX_UNROLLED_TAPS = 49
 MAX_PER_GROUP_CONVS = 32
+# ``grouped_taps`` for groups of several input features (I > 1): at most this many terms (I x
+# taps) per output, from this many output positions per image, 1-D and 2-D (``_grouped_taps_pay``).
+MAX_GROUPED_TAP_TERMS = 72
+MIN_GROUPED_TAP_POSITIONS = 56 * 56
 # Most output positions (operands) of ``batch_grouped_reduce``: 7x7x7 compiled in 2.6 s and ran
 # 17 ms against 320 ms for the dense blocks and native alike.
 MAX_REDUCED_OUTPUTS = 343
@@ -156,7 +160,7 @@ def _from_canonical(out: jax.Array, lhs: jax.Array, config: ConvConfig) -> jax.A
 # F_b[j·μ + m, i'·I + i, t] = F[j·μ + m, i, t] if i' = j else 0: k times the needed products, the
 # extra ones with exact zeros. XLA's CPU backend has a fast dense kernel from 32 input features on
 # and a slow one below, so small groups are packed into blocks of at least 32 features.
-# Depthwise convolutions (I = 1) are faster still as a shift-and-add (``depthwise_taps``).
+# Depthwise convolutions and small groups are faster still as a shift-and-add (``grouped_taps``).
 def group_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """Feature-grouped convolution as one dense convolution per block of groups."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
@@ -408,34 +412,40 @@ def fold_first_axis(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.A
     return jnp.transpose(out, np.argsort(out_spec))
 
 
-# Depthwise (one input feature per group) as shift-and-add.
+# Depthwise and small feature groups as shift-and-add.
 #
-# With I = 1 input feature per group and μ = O / C outputs per input feature,
-# O[b, c·μ + j, p] = Σ_t X̃[b, c, s·p + d·t] F[c·μ + j, 0, t]: no sum over features at all, only
-# one strided window read of X̃ per tap, scaled by one weight per (feature, output). In the
-# canonical (batch, features, *spatial) order each read is a shift of whole rows and the scale is
-# constant over a plane, so the convolution is one fused elementwise pass with no transposes.
-# XLA:CPU, (16, 64, 56, 56) with a 3x3 window: ~2 ms, where its grouped convolution kernel takes
-# ~70 ms and block-diagonal dense convolutions ~15 ms. A channels-last variant was slower: XLA
+# With I input features and μ outputs per group (G groups),
+# O[b, g·μ + j, p] = Σ_{i, t} X̃[b, g·I + i, s·p + d·t] F[g·μ + j, i, t]: for each input feature i
+# of a group and each tap t, one strided window read of X̃, scaled by one weight per (group,
+# output). In the canonical (batch, features, *spatial) order each read is a shift of whole rows and
+# the scale is constant over a plane, so the convolution is one fused elementwise pass of I·T terms
+# per output with no transposes and no wasted products. XLA:CPU, (16, 64, 56, 56) with a 3x3
+# window: depthwise (I = 1) ~2 ms, where its grouped convolution kernel takes ~70 ms and
+# block-diagonal dense convolutions ~15 ms; 8 groups of 8 features 8 ms against 15 ms for the
+# blocks (``group_blocks``, which compute 4x the products). A channels-last variant was slower: XLA
 # fuses the transposes into the reads. The cotangent must be materialised first (``materialize``),
 # or XLA recomputes its producer in each of the reads.
-def depthwise_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A depthwise convolution (one input feature per group) as a sum of scaled shifted reads."""
+def grouped_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A feature-grouped convolution as a sum of scaled shifted reads (I·T terms per output)."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_c, rhs_c, _ = _canonical(lhs, rhs, config)
-    channels, multiplier = lhs_c.shape[1], rhs_c.shape[0] // lhs_c.shape[1]
-    padded = _dilate_and_pad(lhs_c, config)[:, :, None]
-    # (C·μ, 1, *K) -> (C, μ, *K): the weights of input feature c for each of its μ outputs.
-    weights = rhs_c.reshape(channels, multiplier, *window)
+    groups = config.feature_group_count
+    per_group, multiplier = rhs_c.shape[1], rhs_c.shape[0] // groups
+    padded = _dilate_and_pad(lhs_c, config)
+    padded = padded.reshape(padded.shape[0], groups, per_group, 1, *padded.shape[2:])
+    # (G·μ, I, *K) -> (G, μ, I, *K): the weights of each group's input feature i for its outputs.
+    weights = rhs_c.reshape(groups, multiplier, per_group, *window)
     spatial = (1,) * len(window)
     out = None
-    for tap in np.ndindex(*window):
-        read = _window(padded, [d * t for d, t in zip(config.rhs_dilation, tap, strict=True)],
-                       out_spatial, config.window_strides)
-        term = read * weights[(slice(None), slice(None), *tap)].reshape(channels, multiplier,
-                                                                        *spatial)
-        out = term if out is None else out + term
-    out = out.reshape(out.shape[0], channels * multiplier, *out_spatial)
+    for feature in range(per_group):
+        for tap in np.ndindex(*window):
+            read = _window(padded[:, :, feature],
+                           [d * t for d, t in zip(config.rhs_dilation, tap, strict=True)],
+                           out_spatial, config.window_strides)
+            term = read * weights[(slice(None), slice(None), feature, *tap)].reshape(
+                groups, multiplier, *spatial)
+            out = term if out is None else out + term
+    out = out.reshape(out.shape[0], groups * multiplier, *out_spatial)
     return _from_canonical(out, lhs, config)
 
 # Dense convolutions as one matrix product per batch element, then a sum of shifted reads.
@@ -777,6 +787,29 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
     return taps >= MIN_CHANNELS_LAST_TAPS or small_plane
 
 
+def _grouped_taps_pay(per_group: int, window: tuple[int, ...], out_spatial: tuple[int, ...],
+                      config: ConvConfig, nested: bool) -> bool:
+    """Whether ``grouped_taps`` measured faster than the other formulations of a grouped case.
+
+    ``per_group`` is the input features per group (I). Depthwise (I = 1): always, up to
+    ``MAX_UNROLLED_TAPS`` taps (item 3 of benchmarks/README.md). Groups of several features
+    (eighth session, whole steps of ``sum(sin(conv))`` against ``group_blocks``, interleaved):
+    from 56 x 56 output positions per image with at most 72 terms per output, 0.63-0.99 of the
+    step in float32 and 0.68-1.02 in bfloat16 (I = 2-8, 3x3 and 5x5 windows, rhs dilation 2, a
+    channel multiplier of 2, 1-D); with cheaper losses (``sum(conv²)``, ``sum(relu(conv)·conv)``)
+    0.65-0.76, since XLA fuses the loss's ``cos`` into the pass and that loop runs slower. Slower:
+    on smaller planes (28 x 28 with I = 4 and 8: 1.04-1.07 and 1.56; 14 x 14: 1.17), strided
+    onto 28 x 28 (1.25), 16 features per group (144 terms: 1.36), 3-D (1.26), and as the phases
+    of a strided input gradient (1.7-2.1).
+    """
+    taps = int(np.prod(window))
+    if per_group == 1:
+        return taps <= MAX_UNROLLED_TAPS
+    return (per_group * taps <= MAX_GROUPED_TAP_TERMS and not nested and len(window) <= 2
+            and max(config.lhs_dilation) == 1
+            and int(np.prod(out_spatial)) >= MIN_GROUPED_TAP_POSITIONS)
+
+
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                         config: ConvConfig, dtype: np.dtype) -> Formulation | None:
     """A matrix-product formulation where one measured faster, else None (dense cases).
@@ -855,9 +888,9 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
             return matmul
     # Depthwise before polyphase: with lhs dilation (a strided depthwise input gradient) one pass
     # over the dilated input measured faster than the phases and their interleave.
-    if (groups > 1 and groups == lhs_shape[lhs_spec[1]] and batch_groups == 1
-            and np.prod(window) <= MAX_UNROLLED_TAPS and 0 not in lhs_shape):
-        return depthwise_taps
+    if (groups > 1 and batch_groups == 1 and 0 not in lhs_shape
+            and _grouped_taps_pay(rhs_shape[rhs_spec[1]], window, out_spatial, config, nested)):
+        return grouped_taps
     if (max(config.lhs_dilation) > 1 and max(config.window_strides) == 1 and batch_groups == 1
             and np.prod(config.lhs_dilation) <= MAX_PHASES and 0 not in lhs_shape):
         return polyphase

@@ -40,7 +40,7 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
         assert set(row["loss_seconds"]) == {"xla"} and row["loss_seconds"]["xla"] > 0
         assert row["ratio_vs_torch_loss_excluded"] is None
         assert row["peak_bytes"] is None  # the CPU backend reports no memory statistics
-    # The depthwise case is reformulated on CPU (depthwise_taps, batch_grouped_reduce); every float32
+    # The depthwise case is reformulated on CPU (grouped_taps, batch_grouped_reduce); every float32
     # CPU program also materialises the cotangent (impl._op._materialized), so none is native's.
     assert [row["same_program"] for row in report["rows"]] == [False, False]
     summary = report["summary"]
