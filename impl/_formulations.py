@@ -794,7 +794,7 @@ def _grouped_taps_pay(per_group: int, window: tuple[int, ...], out_spatial: tupl
     ``per_group`` is the input features per group (I). Depthwise (I = 1): always, up to
     ``MAX_UNROLLED_TAPS`` taps (item 3 of benchmarks/README.md). Groups of several features
     (eighth session, whole steps of ``sum(sin(conv))`` against ``group_blocks``, interleaved):
-    from 56 x 56 output positions per image with at most 72 terms per output, 0.63-0.99 of the
+    from 56 x 56 output positions per image with at most 72 terms per output, 0.63-1.01 of the
     step in float32 and 0.68-1.02 in bfloat16 (I = 2-8, 3x3 and 5x5 windows, rhs dilation 2, a
     channel multiplier of 2, 1-D); with cheaper losses (``sum(conv²)``, ``sum(relu(conv)·conv)``)
     0.65-0.76, since XLA fuses the loss's ``cos`` into the pass and that loop runs slower. Slower:
