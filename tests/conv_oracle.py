@@ -18,6 +18,8 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
+from impl import _rule
+from impl._config import ConvConfig, make_config
 
 # Per spatial rank: input sizes, window sizes, and the per-axis values of each option. Sizes are
 # chosen so that every combination below fits (the dilated window never exceeds the padded input),
@@ -187,6 +189,42 @@ def formulation_error(formulation: Callable[..., jax.Array], lhs: jax.Array, rhs
     assert ours.shape == native.shape and ours.dtype == native.dtype
     assert np.any(np.asarray(native) != 0), f"{name}: the native result is all zero"
     return relative_error(ours, native)
+
+
+def choice_name(choice: Mapping[str, Any]) -> str:
+    """A test id for one combination of choices."""
+    return "-".join(f"{key}={value}" for key, value in choice.items())
+
+
+def case_operands(choice: Mapping[str, Any], dtype: Any, seed: int
+                  ) -> tuple[jax.Array, jax.Array, ConvConfig]:
+    """(lhs, rhs, config) of the oracle's case for ``choice``, random entries from ``seed``."""
+    case = make_case(choice)
+    rng = np.random.default_rng(seed)
+    lhs = random_array(rng, case.lhs_shape, dtype)
+    rhs = random_array(rng, case.rhs_shape, dtype)
+    return lhs, rhs, make_config(lhs, rhs, **case.kwargs)
+
+
+def rule_convolution(side: str, choice: Mapping[str, Any], dtype: Any, seed: int
+                     ) -> tuple[jax.Array, jax.Array, ConvConfig]:
+    """(lhs, rhs, config) of the convolution the rule builds for ``side`` (``"lhs"``: the input
+    gradient, ``"rhs"``: the filter gradient) of the oracle's case, with a random cotangent."""
+    lhs, rhs, config = case_operands(choice, dtype, seed)
+    out = jax.eval_shape(lambda a, b: formulations.native(a, b, config), lhs, rhs)
+    cotangent = random_array(np.random.default_rng(seed + 1), out.shape, dtype)
+    captured = []
+
+    def capture(a: jax.Array, b: jax.Array, c: ConvConfig) -> jax.Array:
+        captured.append((a, b, c))
+        return formulations.native(a, b, c)
+
+    if side == "lhs":
+        _rule.lhs_cotangent(capture, cotangent, rhs, config, lhs.shape, lhs.dtype)
+    else:
+        _rule.rhs_cotangent(capture, cotangent, lhs, config, rhs.shape, rhs.dtype)
+    (convolution,) = captured
+    return convolution
 
 
 def errors_against_lax(case: Case, dtype: Any = "float64", seed: int = 0,

@@ -15,51 +15,36 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
 from impl import _rule
 from impl._config import ConvConfig, make_config
-from tests.conv_oracle import AXES, formulation_error, make_case, pairwise_cover, random_array
+from tests.conv_oracle import (
+    AXES,
+    case_operands,
+    choice_name,
+    formulation_error,
+    pairwise_cover,
+    rule_convolution,
+)
 
 DEPTHWISE_AXES = {**AXES, "groups": ("depthwise",), "batch": ("full",)}
 COVER = pairwise_cover(DEPTHWISE_AXES)
 OTHER_GROUPS = pairwise_cover({**AXES, "groups": ("feature", "batch"), "batch": ("full",)})
 
 
-def _name(choice: dict[str, Any]) -> str:
-    return "-".join(f"{key}={value}" for key, value in choice.items())
-
-
 def _filter_gradient(choice: dict[str, Any], dtype: str
                      ) -> tuple[jax.Array, jax.Array, ConvConfig]:
-    """(lhs, rhs, config) of the convolution the rule computes the filter gradient with."""
-    lhs, rhs, config = _forward(choice, dtype)
-    out = jax.eval_shape(lambda a, b: formulations.native(a, b, config), lhs, rhs)
-    cotangent = random_array(np.random.default_rng(4), out.shape, dtype)
-    captured = []
-
-    def capture(a: jax.Array, b: jax.Array, c: ConvConfig) -> jax.Array:
-        captured.append((a, b, c))
-        return formulations.native(a, b, c)
-
-    _rule.rhs_cotangent(capture, cotangent, lhs, config, rhs.shape, rhs.dtype)
-    (gradient,) = captured
-    return gradient
+    return rule_convolution("rhs", choice, dtype, seed=3)
 
 
 def _forward(choice: dict[str, Any], dtype: str) -> tuple[jax.Array, jax.Array, ConvConfig]:
-    """(lhs, rhs, config) of the oracle's case itself."""
-    case = make_case(choice)
-    rng = np.random.default_rng(3)
-    lhs = random_array(rng, case.lhs_shape, dtype)
-    rhs = random_array(rng, case.rhs_shape, dtype)
-    return lhs, rhs, make_config(lhs, rhs, **case.kwargs)
+    return case_operands(choice, dtype, seed=3)
 
 
-@pytest.mark.parametrize("choice", COVER, ids=_name)
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
 def test_depthwise_filter_gradients_equal_native_in_float64(choice: dict[str, Any]) -> None:
     lhs, rhs, config = _filter_gradient(choice, "float64")
     # The case really is one lhs batch element per batch group, the one these serve.
@@ -69,7 +54,7 @@ def test_depthwise_filter_gradients_equal_native_in_float64(choice: dict[str, An
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
 
 
-@pytest.mark.parametrize("choice", OTHER_GROUPS, ids=_name)
+@pytest.mark.parametrize("choice", OTHER_GROUPS, ids=choice_name)
 def test_other_batch_groups_as_one_reduction_equal_native_in_float64(
         choice: dict[str, Any]) -> None:
     # Feature groups: the filter gradient has batch groups of 2 lhs elements, 3 outputs each.
@@ -84,7 +69,7 @@ def test_other_batch_groups_as_one_reduction_equal_native_in_float64(
 
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
                                               ("bfloat16", "float32")])
-@pytest.mark.parametrize("choice", COVER[:4], ids=_name)
+@pytest.mark.parametrize("choice", COVER[:4], ids=choice_name)
 def test_the_reduction_in_the_dtypes_that_use_it(choice: dict[str, Any], dtype: str,
                                                  preferred: str | None) -> None:
     lhs, rhs, config = _filter_gradient(choice, dtype)

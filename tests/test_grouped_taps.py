@@ -20,50 +20,30 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
-from impl import _rule
 from impl._config import ConvConfig, make_config
 from tests.conv_oracle import (
     AXES,
+    case_operands,
+    choice_name,
     formulation_error,
-    make_case,
     pairwise_cover,
-    random_array,
     relative_error,
+    rule_convolution,
 )
 
 COVER = pairwise_cover({**AXES, "groups": ("depthwise", "feature"), "batch": ("full",)})
 
 
-def _name(choice: dict[str, Any]) -> str:
-    return "-".join(f"{key}={value}" for key, value in choice.items())
-
-
 def _forward(choice: dict[str, Any], dtype: str) -> tuple[jax.Array, jax.Array, ConvConfig]:
-    case = make_case(choice)
-    rng = np.random.default_rng(5)
-    lhs = random_array(rng, case.lhs_shape, dtype)
-    rhs = random_array(rng, case.rhs_shape, dtype)
-    return lhs, rhs, make_config(lhs, rhs, **case.kwargs)
+    return case_operands(choice, dtype, seed=5)
 
 
 def _input_gradient(choice: dict[str, Any], dtype: str) -> tuple[jax.Array, jax.Array, ConvConfig]:
-    """(lhs, rhs, config) of the convolution the rule computes the input gradient with."""
-    lhs, rhs, config = _forward(choice, dtype)
-    out = jax.eval_shape(lambda a, b: formulations.native(a, b, config), lhs, rhs)
-    cotangent = random_array(np.random.default_rng(6), out.shape, dtype)
-    captured = []
-
-    def capture(a: jax.Array, b: jax.Array, c: ConvConfig) -> jax.Array:
-        captured.append((a, b, c))
-        return formulations.native(a, b, c)
-
-    _rule.lhs_cotangent(capture, cotangent, rhs, config, lhs.shape, lhs.dtype)
-    (gradient,) = captured
-    return gradient
+    return rule_convolution("lhs", choice, dtype, seed=5)
 
 
 @pytest.mark.parametrize("convolution", [_forward, _input_gradient], ids=["forward", "input-grad"])
-@pytest.mark.parametrize("choice", COVER, ids=_name)
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
 def test_grouped_taps_equals_native_in_float64(choice: dict[str, Any], convolution: Any) -> None:
     lhs, rhs, config = convolution(choice, "float64")
     assert config.feature_group_count > 1 and config.batch_group_count == 1
@@ -73,7 +53,7 @@ def test_grouped_taps_equals_native_in_float64(choice: dict[str, Any], convoluti
 
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
                                               ("bfloat16", "float32")])
-@pytest.mark.parametrize("choice", COVER[:3], ids=_name)
+@pytest.mark.parametrize("choice", COVER[:3], ids=choice_name)
 def test_grouped_taps_in_the_dtypes_that_use_it(choice: dict[str, Any], dtype: str,
                                                 preferred: str | None) -> None:
     lhs, rhs, config = _forward(choice, dtype)
