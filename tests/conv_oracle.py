@@ -120,8 +120,7 @@ def make_case(choice: Mapping[str, Any]) -> Case:
                                        kwargs["dimension_numbers"])
     lhs_shape = _physical((batch, lhs_features, *IN_SPATIAL[rank]), dnums.lhs_spec)
     rhs_shape = _physical((rhs_out, rhs_in, *WINDOW[rank]), dnums.rhs_spec)
-    name = "-".join(f"{key}={value}" for key, value in choice.items())
-    return Case(name, lhs_shape, rhs_shape, kwargs)
+    return Case(choice_name(choice), lhs_shape, rhs_shape, kwargs)
 
 
 def all_choices(axes: Mapping[str, Sequence[Any]] = AXES) -> Iterator[dict[str, Any]]:
@@ -196,14 +195,15 @@ def choice_name(choice: Mapping[str, Any]) -> str:
     return "-".join(f"{key}={value}" for key, value in choice.items())
 
 
-def case_operands(choice: Mapping[str, Any], dtype: Any, seed: int
+def case_operands(choice: Mapping[str, Any], dtype: Any, seed: int, **extra: Any
                   ) -> tuple[jax.Array, jax.Array, ConvConfig]:
-    """(lhs, rhs, config) of the oracle's case for ``choice``, random entries from ``seed``."""
+    """(lhs, rhs, config) of the oracle's case for ``choice``, random entries from ``seed``;
+    ``extra`` keyword arguments (precision, preferred_element_type) are added to the case's."""
     case = make_case(choice)
     rng = np.random.default_rng(seed)
     lhs = random_array(rng, case.lhs_shape, dtype)
     rhs = random_array(rng, case.rhs_shape, dtype)
-    return lhs, rhs, make_config(lhs, rhs, **case.kwargs)
+    return lhs, rhs, make_config(lhs, rhs, **{**case.kwargs, **extra})
 
 
 def rule_convolution(side: str, choice: Mapping[str, Any], dtype: Any, seed: int

@@ -31,8 +31,9 @@ from tests.conv_oracle import (
     AXES,
     STRIDES,
     all_choices,
+    case_operands,
+    choice_name,
     formulation_error,
-    make_case,
     pairwise_cover,
     random_array,
     relative_error,
@@ -44,18 +45,10 @@ DENSE_AXES = {**AXES, "rank": (1, 2), "groups": ("none",), "batch": ("full",)}
 COVER = pairwise_cover(DENSE_AXES)
 
 
-def _name(choice: dict[str, Any]) -> str:
-    return "-".join(f"{key}={value}" for key, value in choice.items())
-
-
 def _against_native(formulation: Callable[..., jax.Array], choice: dict[str, Any],
                     dtype: str, **extra: Any) -> float:
-    case = make_case(choice)
-    rng = np.random.default_rng(7)
-    lhs = random_array(rng, case.lhs_shape, dtype)
-    rhs = random_array(rng, case.rhs_shape, dtype)
-    config = make_config(lhs, rhs, **{**case.kwargs, **extra})
-    return formulation_error(formulation, lhs, rhs, config, case.name)
+    lhs, rhs, config = case_operands(choice, dtype, 7, **extra)
+    return formulation_error(formulation, lhs, rhs, config, choice_name(choice))
 
 
 def _formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
@@ -76,7 +69,7 @@ def test_shift_matmul_refuses_lhs_dilation_with_strides() -> None:
         formulations.shift_matmul(lhs, rhs, config)
 
 
-@pytest.mark.parametrize("choice", COVER, ids=_name)
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
 def test_matmul_formulations_equal_native_in_float64(choice: dict[str, Any]) -> None:
     for formulation in _formulations_for(choice):
         error = _against_native(formulation, choice, "float64")
@@ -84,7 +77,7 @@ def test_matmul_formulations_equal_native_in_float64(choice: dict[str, Any]) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("choice", list(all_choices(DENSE_AXES)), ids=_name)
+@pytest.mark.parametrize("choice", list(all_choices(DENSE_AXES)), ids=choice_name)
 def test_matmul_formulations_equal_native_on_the_full_grid(choice: dict[str, Any]) -> None:
     for formulation in _formulations_for(choice):
         error = _against_native(formulation, choice, "float64")
@@ -93,7 +86,7 @@ def test_matmul_formulations_equal_native_on_the_full_grid(choice: dict[str, Any
 
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
                                               ("bfloat16", "float32")])
-@pytest.mark.parametrize("choice", COVER[:6], ids=_name)
+@pytest.mark.parametrize("choice", COVER[:6], ids=choice_name)
 def test_matmul_formulations_in_the_dtypes_that_select_them(
         choice: dict[str, Any], dtype: str, preferred: str | None) -> None:
     for formulation in _formulations_for(choice):

@@ -21,6 +21,7 @@ from tests.conv_oracle import (
     AXES,
     all_choices,
     assert_matches_lax,
+    choice_name,
     make_case,
     pairwise_cover,
     random_array,
@@ -37,10 +38,6 @@ DTYPE_CASES = [(choice, LOW_PRECISION_DTYPES[index % len(LOW_PRECISION_DTYPES)])
                for index, choice in enumerate(COVER)]
 
 
-def _name(choice: dict) -> str:
-    return make_case(choice).name
-
-
 def test_cover_has_every_feasible_pair_of_axis_values():
     # Brute force over the full product: the greedy subset really is a pairwise covering.
     covered = {pair for choice in COVER for pair in itertools.combinations(choice.items(), 2)}
@@ -48,26 +45,26 @@ def test_cover_has_every_feasible_pair_of_axis_values():
         assert set(itertools.combinations(choice.items(), 2)) <= covered, choice
 
 
-@pytest.mark.parametrize("choice", COVER, ids=_name)
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
 def test_float64_pairwise_grid(choice):
     assert_matches_lax(make_case(choice), "float64")
 
 
 @pytest.mark.parametrize(("choice", "dtype"), DTYPE_CASES,
-                         ids=[f"{dtype}-{_name(choice)}" for choice, dtype in DTYPE_CASES])
+                         ids=[f"{dtype}-{choice_name(choice)}" for choice, dtype in DTYPE_CASES])
 def test_other_dtypes_on_the_covering_cases(choice, dtype):
     assert_matches_lax(make_case(choice), dtype)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("choice", list(all_choices()), ids=_name)
+@pytest.mark.parametrize("choice", list(all_choices()), ids=choice_name)
 def test_float64_full_grid(choice):
     assert_matches_lax(make_case(choice), "float64")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", LOW_PRECISION_DTYPES)
-@pytest.mark.parametrize("choice", COVER, ids=_name)
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
 def test_every_dtype_on_every_covering_case(choice, dtype):
     assert_matches_lax(make_case(choice), dtype)
 
@@ -119,7 +116,7 @@ CHECK_GRADS_CHOICES = [
 ]
 
 
-@pytest.mark.parametrize("choice", CHECK_GRADS_CHOICES, ids=_name)
+@pytest.mark.parametrize("choice", CHECK_GRADS_CHOICES, ids=choice_name)
 def test_second_order_against_finite_differences(choice):
     # Finite differences are independent of both the rule and lax's transpose rules.
     case = make_case(choice)
