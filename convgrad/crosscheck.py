@@ -9,9 +9,11 @@ Three checks, used by ``convgrad crosscheck``:
   device mesh against unsharded native autodiff;
 * ``lowering_check``: ``jax.export`` of jit(grad) for platforms that need not be present, and a
   walk of the lowered StableHLO proving that the filter is spatially reversed and fed to a
-  convolution (the rotated-filter rule).
+  convolution (the rotated-filter rule), and, off CPU, that the program's convolutions are exactly
+  those of native autodiff (so an accelerator runs the same kernels for both).
 """
 
+import collections
 import dataclasses
 import importlib.metadata
 import itertools
@@ -334,25 +336,84 @@ def rotated_filter_uses(module_text: str, rhs_spatial: Sequence[int], rhs_index:
     return counts
 
 
-def lowering_check(platform: str, case: Case) -> dict[str, Any]:
-    """Export jit(grad) of ``sum(sin(op))`` for ``platform`` and look for the rotated filter.
+def convolution_signatures(module_text: str) -> collections.Counter[str]:
+    """The convolutions of a StableHLO module, each as its operand and result types and attributes.
 
-    Passes when the filter is reversed over its spatial axes and the reversal feeds a
-    convolution.
+    Two programs with equal signatures run the same convolutions (same shapes, dtypes, layouts,
+    windows, dilations, groups and precision), whatever their SSA names and order.
     """
+    from jax.interpreters import mlir
+
+    signatures: collections.Counter[str] = collections.Counter()
+    with mlir.make_ir_context():
+        module = mlir.ir.Module.parse(module_text)
+        for op in _operations(module.operation):
+            if op.name == "stablehlo.convolution":
+                types = ", ".join(str(operand.type) for operand in op.operands)
+                attributes = ", ".join(sorted(f"{name} = {op.attributes[name]}"
+                                              for name in op.attributes))
+                signatures[f"({types}) -> {op.results[0].type} {{{attributes}}}"] += 1
+    return signatures
+
+
+# What ``lax.platform_dependent`` leaves in a program exported for one platform: a conditional on
+# a constant index (its branches' returns, the index constants), which XLA's compiler removes.
+PLATFORM_SELECTION_OPS = frozenset({"stablehlo.case", "stablehlo.return", "stablehlo.constant"})
+
+
+def operation_kinds(module_text: str) -> collections.Counter[str]:
+    """How many operations of each kind a StableHLO module holds, nested regions included."""
+    from jax.interpreters import mlir
+
+    with mlir.make_ir_context():
+        module = mlir.ir.Module.parse(module_text)
+        return collections.Counter(op.name for op in _operations(module.operation))
+
+
+def exported_grad(conv: Callable[..., jax.Array], platform: str, case: Case,
+                  dtype: str = "float32") -> str:
+    """StableHLO of jit(grad) of ``sum(sin(conv(lhs, rhs, **case.kwargs)))`` for ``platform``."""
     from jax import export
 
     def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        return jnp.sum(jnp.sin(impl.conv_general_dilated(lhs, rhs, **case.kwargs)))
+        return jnp.sum(jnp.sin(conv(lhs, rhs, **case.kwargs)).astype(jnp.float32))
 
-    args = (jax.ShapeDtypeStruct(case.lhs_shape, jnp.float32),
-            jax.ShapeDtypeStruct(case.rhs_shape, jnp.float32))
-    exported = export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(*args)
-    config = impl.make_config(*args, **case.kwargs)
-    counts = rotated_filter_uses(exported.mlir_module(), config.dimension_numbers.rhs_spec[2:])
+    args = (jax.ShapeDtypeStruct(case.lhs_shape, dtype),
+            jax.ShapeDtypeStruct(case.rhs_shape, dtype))
+    return export.export(jax.jit(jax.grad(loss, argnums=(0, 1))), platforms=[platform])(
+        *args).mlir_module()
+
+
+def convolutions_as_native(platform: str, case: Case, dtype: str = "float32") -> bool:
+    """Whether jit(grad) of the op lowers, for ``platform``, to exactly native autodiff's convolutions.
+
+    Off CPU the op lowers the native convolution for its forward and for its rule's two
+    convolutions (``impl._formulations.conv``). Where the rule's convolutions are also those of
+    JAX's own transpose rules (what this checks), an accelerator's compiler gets the same
+    convolutions for both programs and picks the same kernels.
+    """
+    ours = convolution_signatures(exported_grad(impl.conv_general_dilated, platform, case, dtype))
+    native = convolution_signatures(exported_grad(lax.conv_general_dilated, platform, case, dtype))
+    return ours == native
+
+
+def lowering_check(platform: str, case: Case) -> dict[str, Any]:
+    """Export jit(grad) of ``sum(sin(op))`` for ``platform`` and look for the rotated filter.
+
+    Passes when the filter is reversed over its spatial axes and the reversal feeds a convolution,
+    and, on platforms other than CPU (where the op chooses its own formulations), when its
+    convolutions are exactly native autodiff's (``convolutions_as_native``).
+    """
+    config = impl.make_config(jax.ShapeDtypeStruct(case.lhs_shape, jnp.float32),
+                              jax.ShapeDtypeStruct(case.rhs_shape, jnp.float32), **case.kwargs)
+    counts = rotated_filter_uses(exported_grad(impl.conv_general_dilated, platform, case),
+                                 config.dimension_numbers.rhs_spec[2:])
+    as_native = convolutions_as_native(platform, case)
     feeds = "convolution" if counts["convolutions"] else "nothing"
     return {"platform": platform, "case": case.describe(), **counts, "rotated_filter_feeds": feeds,
-            "ok": counts["reverses"] > 0 and counts["convolutions"] > 0}
+            "convolutions_as_native": as_native,
+            "ok": counts["reverses"] > 0 and counts["convolutions"] > 0
+            and (as_native or platform == "cpu")}
 
 
 def environment(device: jax.Device) -> dict[str, str]:

@@ -5,9 +5,11 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import export, lax
 
-from convgrad import crosscheck
+import impl
+from convgrad import bench, crosscheck
 from convgrad.cli import main
 
 SMALL_CASES = [
@@ -39,7 +41,40 @@ def test_lower_only_finds_the_rotated_filter_on_every_platform(tmp_path, capsys)
     for row in rows:
         assert row["ok"] and row["reverses"] >= 1 and row["convolutions"] >= 1, row
         assert row["rotated_filter_feeds"] == "convolution", row
+        assert row["convolutions_as_native"] or row["platform"] == "cpu", row
+    # On CPU the op's formulations replace native's convolutions: the comparison does tell.
+    assert not all(row["convolutions_as_native"] for row in rows if row["platform"] == "cpu")
     assert "rotated filter feeds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_accelerators_get_natives_convolutions_on_the_benchmark_suite(platform, dtype):
+    # Off CPU the op's jit(grad) must lower to the very convolutions of native autodiff (shapes,
+    # layouts, windows, groups, precision), so an accelerator runs the same kernels for both.
+    # Counted by kind, every other operation is native's too, but for the constant-index
+    # conditionals that lax.platform_dependent leaves when one platform is exported.
+    for shape in bench.model_suite():
+        case = crosscheck.Case(shape.lhs_shape, shape.rhs_shape, shape.lax_kwargs())
+        assert crosscheck.convolutions_as_native(platform, case, dtype), (shape.name, dtype)
+        ours, native = (crosscheck.operation_kinds(crosscheck.exported_grad(conv, platform, case,
+                                                                            dtype))
+                        for conv in (impl.conv_general_dilated, lax.conv_general_dilated))
+        differ = {kind for kind in ours.keys() | native.keys() if ours[kind] != native[kind]}
+        assert differ <= crosscheck.PLATFORM_SELECTION_OPS, (shape.name, differ)
+        assert ours["stablehlo.convolution"] == 3
+
+
+def test_convolution_signatures_tell_convolutions_apart():
+    def conv(padding, precision=None):
+        return lambda x, f: lax.conv_general_dilated(x, f, (1, 1), padding, precision=precision)
+
+    shapes = ((1, 2, 5, 5), (2, 2, 3, 3))
+    same = crosscheck.convolution_signatures(_module(conv("SAME"), *shapes))
+    assert sum(same.values()) == 1
+    assert crosscheck.convolution_signatures(_module(conv("SAME"), *shapes)) == same
+    for other in (conv("VALID"), conv("SAME", lax.Precision.HIGHEST)):
+        assert crosscheck.convolution_signatures(_module(other, *shapes)) != same
 
 
 def _module(fn, *shapes):
@@ -97,3 +132,19 @@ def test_inputs_are_exact_in_every_checked_dtype():
     for array in (lhs, rhs, cotangent):
         for dtype in ("bfloat16", "float16", "float32"):
             np.testing.assert_array_equal(np.asarray(jnp.asarray(array, dtype), np.float64), array)
+
+
+def test_xla_removes_the_platform_selection_conditional():
+    # The basis of "the same convolutions, the same program": the case on a constant platform
+    # index that lax.platform_dependent lowers to is gone from the compiled program.
+    def f(x):
+        return lax.platform_dependent(x, cpu=lambda x: 2 * x, default=lambda x: x + 1)
+
+    lowered = jax.jit(f).lower(jnp.ones(3))
+    assert "stablehlo.case" in lowered.as_text()
+    assert " conditional(" not in lowered.compile().as_text()  # the HLO instruction
+
+    def data_dependent(x):
+        return lax.cond(x[0] > 0, lambda x: 2 * x, lambda x: x + 1, x)
+
+    assert " conditional(" in jax.jit(data_dependent).lower(jnp.ones(3)).compile().as_text()
