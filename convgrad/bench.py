@@ -190,6 +190,55 @@ def interleaved_medians(steps: dict[str, Step], repeats: int) -> dict[str, float
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+# The reference programs of ``machine_speed``: a square matrix product and an elementwise pass
+# small enough to stay below glibc's 32 MB mmap threshold (item 8 of benchmarks/README.md).
+SPEED_MATMUL_SIZE = 2048
+SPEED_ELEMENTS = 2**22
+
+
+def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
+    """How fast this process runs two reference programs, so that reports can be compared.
+
+    The same processor name has shown different speeds from one session's machine to the next
+    (XLA's steps 2-3x apart, PyTorch's ~2x), which a report's device line cannot tell. So each
+    run records XLA's float32 and bfloat16 matrix products (GFLOP/s; bfloat16 in, float32
+    accumulation, as the suite's products), an elementwise pass (GB/s read and written) and,
+    with PyTorch, its float32 and bfloat16 matrix products. Medians of ``repeats`` calls.
+    """
+    size = SPEED_MATMUL_SIZE
+    flops = 2 * size**3 / 1e9
+    speed: dict[str, float] = {}
+    matmul = jax.jit(lambda a, b: lax.dot(a, b, preferred_element_type=jnp.float32))
+    add_one = jax.jit(lambda x: x + 1)
+    elements = jnp.ones(SPEED_ELEMENTS, jnp.float32)
+    steps: dict[str, Step] = {}
+    for dtype in ("float32", "bfloat16"):
+        square = jnp.ones((size, size), dtype)
+        steps[f"xla_matmul_{dtype}_gflops"] = (
+            lambda square=square: jax.block_until_ready(matmul(square, square)))
+    steps["xla_elementwise_gbps"] = lambda: jax.block_until_ready(add_one(elements))
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        for dtype in ("float32", "bfloat16"):
+            tensor = torch.ones((size, size), dtype=getattr(torch, dtype))
+            steps[f"torch_matmul_{dtype}_gflops"] = lambda tensor=tensor: tensor @ tensor
+    for name, seconds in interleaved_medians(steps, repeats).items():
+        work = 2 * SPEED_ELEMENTS * 4 / 1e9 if name == "xla_elementwise_gbps" else flops
+        speed[name] = work / seconds
+    return speed
+
+
+def format_speed(speed: dict[str, float]) -> str:
+    """``XLA matmul float32 139 GFLOP/s, ...``: one line for a report's header."""
+    parts = []
+    for name, value in speed.items():
+        framework, what, *dtype, unit = name.split("_")
+        label = {"gflops": "GFLOP/s", "gbps": "GB/s"}[unit]
+        parts.append(f"{'XLA' if framework == 'xla' else 'PyTorch'} {what} "
+                     f"{' '.join(dtype)} {value:.0f} {label}".replace("  ", " "))
+    return ", ".join(parts)
+
+
 def _peak_bytes(device: jax.Device) -> int | None:
     stats = device.memory_stats()
     return None if not stats else stats.get("peak_bytes_in_use")
@@ -300,14 +349,16 @@ def _cpu_count() -> int:
 def run_suite(shapes: Sequence[Shape], dtypes: Sequence[str], repeats: int, with_torch: bool,
               progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Benchmark every shape in every dtype; returns the environment, rows and summary."""
+    speed = machine_speed(with_torch)
+    progress(f"machine speed: {format_speed(speed)}")
     rows = []
     for dtype in dtypes:
         for shape in shapes:
             row = bench_shape(shape, dtype, repeats, with_torch)
             progress(format_row(row))
             rows.append(row)
-    return {"environment": environment(), "repeats": repeats, "rows": rows,
-            "summary": summarize(rows)}
+    return {"environment": environment(), "machine_speed": speed, "repeats": repeats,
+            "rows": rows, "summary": summarize(rows)}
 
 
 def json_from_fresh_process(argv: Sequence[str], what: str) -> Any:
@@ -361,7 +412,11 @@ def combine_runs(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
                        for report in reports]
         stats["vs_torch_per_process"] = (None if None in per_process else
                                          [each["geomean"] for each in per_process])
-    return {"environment": first["environment"], "repeats": first["repeats"],
+    speeds = [report["machine_speed"] for report in reports if "machine_speed" in report]
+    speed = {name: statistics.median(each[name] for each in speeds)
+             for name in (speeds[0] if speeds else {})}
+    return {"environment": first["environment"], "machine_speed": speed,
+            "machine_speed_runs": speeds, "repeats": first["repeats"],
             "processes": len(reports), "rows": rows, "summary": summary}
 
 
@@ -386,6 +441,8 @@ def markdown(report: dict[str, Any]) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
     lines = [
         f"Device: {describe_machine(env)}; {versions}.",
+        *([f"Machine speed (reference programs, see `machine_speed`): "
+           f"{format_speed(report['machine_speed'])}."] if report.get("machine_speed") else []),
         f"jit(grad) of sum(sin(conv)) wrt (lhs, rhs); medians of {report['repeats']} interleaved "
         "repeats" + (f" in each of {report['processes']} processes, and of those per-process "
                      "times and ratios" if report.get("processes", 1) > 1 else "")

@@ -29,8 +29,13 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
     assert {"jax", "jaxlib"} <= set(report["environment"]["versions"])
     assert report["environment"]["cpu_model"]
     assert set(report["environment"]["cpu_features"]) <= set(_host.CPU_FEATURES)
-    header = (quick_report / "bench.md").read_text().splitlines()[0]
+    header, speed_line = (quick_report / "bench.md").read_text().splitlines()[:2]
     assert header.startswith(f"Device: cpu ({report['environment']['cpu_model']}")
+    speed = report["machine_speed"]
+    assert set(speed) == {"xla_matmul_float32_gflops", "xla_matmul_bfloat16_gflops",
+                          "xla_elementwise_gbps"}                     # --no-torch
+    assert all(0 < value < 1e6 for value in speed.values())
+    assert speed_line.startswith("Machine speed") and "XLA matmul float32" in speed_line
     names = [shape.name for shape in bench.quick_suite()]
     assert [row["name"] for row in report["rows"]] == names
     for row in report["rows"]:
@@ -107,6 +112,24 @@ def test_combined_runs_take_the_median_of_each_run_s_ratio():
     with pytest.raises(ValueError, match="different rows"):
         bench.combine_runs([runs[0], {"environment": {}, "repeats": 3,
                                       "rows": [_row("b", 1.0, 1.0)]}])
+
+
+def test_combined_runs_keep_each_process_s_machine_speed_and_their_median():
+    runs = [{"environment": {}, "machine_speed": {"xla_elementwise_gbps": gbps}, "repeats": 3,
+             "rows": [_row("a", 1.0, 2.0)]} for gbps in (8.0, 20.0, 9.0)]
+    combined = bench.combine_runs(runs)
+    assert combined["machine_speed"] == {"xla_elementwise_gbps": 9.0}
+    assert [run["xla_elementwise_gbps"] for run in combined["machine_speed_runs"]] == [8, 20, 9]
+    # Reports written before machine_speed existed combine without one.
+    older = [{key: value for key, value in run.items() if key != "machine_speed"} for run in runs]
+    assert bench.combine_runs(older)["machine_speed"] == {}
+
+
+def test_machine_speed_reads_as_one_line():
+    line = bench.format_speed({"xla_matmul_float32_gflops": 139.4, "xla_elementwise_gbps": 17.2,
+                               "torch_matmul_bfloat16_gflops": 301.0})
+    assert line == ("XLA matmul float32 139 GFLOP/s, XLA elementwise 17 GB/s, "
+                    "PyTorch matmul bfloat16 301 GFLOP/s")
 
 
 def test_processes_runs_the_suite_in_fresh_processes(tmp_path):
