@@ -197,13 +197,14 @@ SPEED_ELEMENTS = 2**22
 
 
 def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
-    """How fast this process runs two reference programs, so that reports can be compared.
+    """How fast this process runs a few reference programs, so that reports can be compared.
 
-    The same processor name has shown different speeds from one session's machine to the next
-    (XLA's steps 2-3x apart, PyTorch's ~2x), which a report's device line cannot tell. So each
-    run records XLA's float32 and bfloat16 matrix products (GFLOP/s; bfloat16 in, float32
-    accumulation, as the suite's products), an elementwise pass (GB/s read and written) and,
-    with PyTorch, its float32 and bfloat16 matrix products. Medians of ``repeats`` calls.
+    The same processor name has run at different speeds from one session's machine to the next
+    (the suite's XLA steps 1.7x apart at the median, up to 2.5x, PyTorch's 1.3x), which a
+    report's device line cannot tell. So each run records XLA's float32 and bfloat16 matrix
+    products (GFLOP/s; bfloat16 in, float32 accumulation, as the suite's products), an
+    elementwise pass (GB/s read and written) and, with PyTorch, its float32 and bfloat16 matrix
+    products: medians of ``repeats`` interleaved calls.
     """
     size = SPEED_MATMUL_SIZE
     flops = 2 * size**3 / 1e9
