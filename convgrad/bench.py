@@ -235,8 +235,8 @@ def format_speed(speed: dict[str, float]) -> str:
     for name, value in speed.items():
         framework, what, *dtype, unit = name.split("_")
         label = {"gflops": "GFLOP/s", "gbps": "GB/s"}[unit]
-        parts.append(f"{'XLA' if framework == 'xla' else 'PyTorch'} {what} "
-                     f"{' '.join(dtype)} {value:.0f} {label}".replace("  ", " "))
+        words = ["XLA" if framework == "xla" else "PyTorch", what, *dtype, f"{value:.0f}", label]
+        parts.append(" ".join(words))
     return ", ".join(parts)
 
 

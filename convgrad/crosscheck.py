@@ -384,31 +384,23 @@ def exported_grad(conv: Callable[..., jax.Array], platform: str, case: Case,
         *args).mlir_module()
 
 
-def convolutions_as_native(platform: str, case: Case, dtype: str = "float32") -> bool:
-    """Whether jit(grad) of the op lowers, for ``platform``, to exactly native autodiff's convolutions.
-
-    Off CPU the op lowers the native convolution for its forward and for its rule's two
-    convolutions (``impl._formulations.conv``). Where the rule's convolutions are also those of
-    JAX's own transpose rules (what this checks), an accelerator's compiler gets the same
-    convolutions for both programs and picks the same kernels.
-    """
-    ours = convolution_signatures(exported_grad(impl.conv_general_dilated, platform, case, dtype))
-    native = convolution_signatures(exported_grad(lax.conv_general_dilated, platform, case, dtype))
-    return ours == native
-
-
 def lowering_check(platform: str, case: Case) -> dict[str, Any]:
     """Export jit(grad) of ``sum(sin(op))`` for ``platform`` and look for the rotated filter.
 
     Passes when the filter is reversed over its spatial axes and the reversal feeds a convolution,
     and, on platforms other than CPU (where the op chooses its own formulations), when its
-    convolutions are exactly native autodiff's (``convolutions_as_native``).
+    convolutions are exactly native autodiff's (row key ``convolutions_as_native``). Off CPU the
+    op lowers the native convolution for its forward and for its rule's two convolutions
+    (``impl._formulations.conv``); where the rule's are also those of JAX's own transpose rules,
+    an accelerator's compiler gets the same convolutions for both programs and picks the same
+    kernels.
     """
     config = impl.make_config(jax.ShapeDtypeStruct(case.lhs_shape, jnp.float32),
                               jax.ShapeDtypeStruct(case.rhs_shape, jnp.float32), **case.kwargs)
-    counts = rotated_filter_uses(exported_grad(impl.conv_general_dilated, platform, case),
-                                 config.dimension_numbers.rhs_spec[2:])
-    as_native = convolutions_as_native(platform, case)
+    ours = exported_grad(impl.conv_general_dilated, platform, case)
+    native = exported_grad(lax.conv_general_dilated, platform, case)
+    counts = rotated_filter_uses(ours, config.dimension_numbers.rhs_spec[2:])
+    as_native = convolution_signatures(ours) == convolution_signatures(native)
     feeds = "convolution" if counts["convolutions"] else "nothing"
     return {"platform": platform, "case": case.describe(), **counts, "rotated_filter_feeds": feeds,
             "convolutions_as_native": as_native,
