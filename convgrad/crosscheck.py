@@ -14,6 +14,7 @@ Three checks, used by ``convgrad crosscheck``:
 """
 
 import collections
+import contextlib
 import dataclasses
 import importlib.metadata
 import itertools
@@ -283,6 +284,21 @@ def _operations(operation: Any) -> Iterator[Any]:
                 yield from _operations(child.operation)
 
 
+@contextlib.contextmanager
+def _parsed_operations(module_text: str) -> Iterator[list[Any]]:
+    """Every operation of a StableHLO module, nested regions included, in textual order.
+
+    The operations belong to a module and an MLIR context that live only as long as the ``with``
+    block: the module is held here because its operations do not keep it alive (dropping it
+    frees them, and touching one afterwards crashes the interpreter).
+    """
+    from jax.interpreters import mlir
+
+    with mlir.make_ir_context():
+        module = mlir.ir.Module.parse(module_text)
+        yield list(_operations(module.operation))
+
+
 def _sources(value: Any) -> Iterator[Any]:
     """The ops and block arguments a value comes from, looking through shape ops and masking."""
     from jax.interpreters import mlir
@@ -317,12 +333,8 @@ def rotated_filter_uses(module_text: str, rhs_spatial: Sequence[int], rhs_index:
     spatial axes ``rhs_spatial``) and ``convolutions`` (convolutions whose filter operand comes
     from such a reversal through reshapes, transposes, slices, converts and masking products).
     """
-    from jax.interpreters import mlir
-
     counts = {"reverses": 0, "convolutions": 0}
-    with mlir.make_ir_context():
-        module = mlir.ir.Module.parse(module_text)
-        operations = list(_operations(module.operation))
+    with _parsed_operations(module_text) as operations:
         reverses = []
         for op in operations:
             if op.name == "stablehlo.reverse" and _is_filter(op.operands[0], rhs_index):
@@ -342,12 +354,9 @@ def convolution_signatures(module_text: str) -> collections.Counter[str]:
     Two programs with equal signatures run the same convolutions (same shapes, dtypes, layouts,
     windows, dilations, groups and precision), whatever their SSA names and order.
     """
-    from jax.interpreters import mlir
-
     signatures: collections.Counter[str] = collections.Counter()
-    with mlir.make_ir_context():
-        module = mlir.ir.Module.parse(module_text)
-        for op in _operations(module.operation):
+    with _parsed_operations(module_text) as operations:
+        for op in operations:
             if op.name == "stablehlo.convolution":
                 types = ", ".join(str(operand.type) for operand in op.operands)
                 attributes = ", ".join(sorted(f"{name} = {op.attributes[name]}"
@@ -363,11 +372,8 @@ PLATFORM_SELECTION_OPS = frozenset({"stablehlo.case", "stablehlo.return", "stabl
 
 def operation_kinds(module_text: str) -> collections.Counter[str]:
     """How many operations of each kind a StableHLO module holds, nested regions included."""
-    from jax.interpreters import mlir
-
-    with mlir.make_ir_context():
-        module = mlir.ir.Module.parse(module_text)
-        return collections.Counter(op.name for op in _operations(module.operation))
+    with _parsed_operations(module_text) as operations:
+        return collections.Counter(op.name for op in operations)
 
 
 def exported_grad(conv: Callable[..., jax.Array], platform: str, case: Case,
