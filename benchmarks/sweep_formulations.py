@@ -1,7 +1,7 @@
 """Where the CPU matrix-product formulations pay: whole steps with each one forced on and off.
 
     PYTHONPATH=. python benchmarks/sweep_formulations.py [--repeats N] [--runs R] [--rules R1,R2]
-        [--out FILE]
+        [--only NAME1,NAME2] [--out FILE]
 
 The op's CPU choice (``impl._formulations._matmul_formulation``) takes ``shift_matmul`` (forward
 and input gradient) and ``taps_matmul`` (filter gradient) where ``_shift_pays`` and ``_taps_pay``
@@ -89,10 +89,16 @@ def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
     return answers
 
 
-def one_run(repeats: int, rules: list[str]) -> list[dict[str, Any]]:
-    """Every shape, dtype and rule: step seconds with the rule forced off and on (this process)."""
+def _selected(only: str) -> list[bench.Shape]:
+    """The shapes whose name contains one of the comma-separated substrings (all for "")."""
+    names = [name for name in only.split(",") if name]
+    return [shape for shape in SHAPES if not names or any(name in shape.name for name in names)]
+
+
+def one_run(repeats: int, rules: list[str], only: str = "") -> list[dict[str, Any]]:
+    """Each shape, dtype and rule: step seconds with the rule forced off and on (this process)."""
     rows = []
-    for shape in SHAPES:
+    for shape in _selected(only):
         for dtype in ("float32", "bfloat16"):
             args = bench.make_inputs(shape, dtype)
             answers = _rule_answers(shape, dtype)
@@ -115,8 +121,8 @@ def one_run(repeats: int, rules: list[str]) -> list[dict[str, Any]]:
 
 def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
     versions = environment["versions"]
-    lines = [f"Device: {bench.describe_machine(environment)}; jax {versions['jax']}, jaxlib "
-             f"{versions['jaxlib']}.",
+    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
+             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
              f"jit(grad) of sum(sin(conv)) (the benchmark's step), each rule forced off and on, "
              f"interleaved medians in each of {len(runs)} processes. ratio = on / off (below 1: "
              f"the formulation made the step faster). rule: what the rule answers (per question "
@@ -145,20 +151,25 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--rules", default=",".join(RULES),
                         help=f"comma-separated, of {', '.join(RULES)} (default: all)")
+    parser.add_argument("--only", default="",
+                        help="comma-separated substrings: keep shapes whose name contains one")
     parser.add_argument("--out", type=Path, default=RESULTS / "formulation-sweep-cpu.md")
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rules = args.rules.split(",")
     if not set(rules) <= set(RULES):
         parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(RULES)))}")
+    if not _selected(args.only):
+        parser.error(f"--only {args.only!r}: no shape's name contains it")
     if args.one_run:
-        print(json.dumps(one_run(args.repeats, rules)))
+        print(json.dumps(one_run(args.repeats, rules, args.only)))
         return 0
     runs = []
     for run in range(args.runs):
         print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
         runs.append(bench.json_from_fresh_process(
-            [__file__, "--one-run", "--repeats", str(args.repeats), "--rules", args.rules],
+            [__file__, "--one-run", "--repeats", str(args.repeats), "--rules", args.rules,
+             "--only", args.only],
             f"run {run + 1}"))
     table = markdown(runs, bench.environment())
     write_atomic(args.out, table)

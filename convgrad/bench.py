@@ -322,8 +322,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def environment() -> dict[str, Any]:
     """Device, processor and versions, for the report."""
     device = jax.devices()[0]
-    versions = {"jax": jax.__version__, "jaxlib": importlib.metadata.version("jaxlib"),
-                "numpy": np.__version__}
+    versions = {"python": platform.python_version(), "jax": jax.__version__,
+                "jaxlib": importlib.metadata.version("jaxlib"), "numpy": np.__version__}
     if importlib.util.find_spec("torch") is not None:
         versions["torch"] = importlib.metadata.version("torch")
     processor = platform.processor() or platform.machine()
