@@ -10,16 +10,17 @@ alternate them (A, B, A, B) so that a slow spell of a shared VM does not fall on
 it gives the median over each side's runs of the op's and native's step times, ours/native as
 each run measured it side by side (median over runs), B's times over A's, and XLA's time for
 the loss's own elementwise work (the cos in the gradient of sum(sin(conv))). Rows must match
-(same suite, same order).
+(same suite, same order); each side's runs are combined as `convgrad bench --processes` does
+(``bench.combine_runs``).
 """
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from convgrad import bench
 from convgrad.io import write_atomic
 
 
@@ -27,54 +28,38 @@ def _load(paths: str) -> list[dict[str, Any]]:
     return [json.loads(Path(path).read_text()) for path in paths.split(",")]
 
 
-def _median(runs: list[dict[str, Any]], index: int, field: str) -> float:
-    return statistics.median(run["rows"][index]["seconds"][field] for run in runs)
-
-
-def _loss(runs: list[dict[str, Any]], index: int) -> float:
-    """XLA's time for the loss's own elementwise work (its cos) on the row's output."""
-    return statistics.median(run["rows"][index]["loss_seconds"]["xla"] for run in runs)
-
-
-def _ratio(runs: list[dict[str, Any]], index: int) -> float:
-    return statistics.median(run["rows"][index]["seconds"]["ours"]
-                             / run["rows"][index]["seconds"]["native"] for run in runs)
-
-
 def markdown(a: list[dict[str, Any]], b: list[dict[str, Any]], labels: tuple[str, str]) -> str:
-    keys = [[(row["name"], row["dtype"]) for row in run["rows"]] for run in (*a, *b)]
-    if any(key != keys[0] for key in keys):
+    side_a, side_b = bench.combine_runs(a), bench.combine_runs(b)  # medians over each side's runs
+    if ([(row["name"], row["dtype"]) for row in side_a["rows"]]
+            != [(row["name"], row["dtype"]) for row in side_b["rows"]]):
         raise ValueError("the runs hold different suites (rows differ in name, dtype or order)")
     la, lb = labels
     lines = []
     for label, runs in ((la, a), (lb, b)):
-        env = runs[0]["environment"]
+        versions = runs[0]["environment"]["versions"]
         speeds = "; ".join(", ".join(f"{name.removeprefix('xla_')} {value:.0f}" for name, value in run[
             "machine_speed"].items()) for run in runs)
-        python = env["versions"].get("python")  # older reports did not record it
-        lines.append(f"- {label}: {f'Python {python}, ' if python else ''}"
-                     f"jax {env['versions']['jax']}, "
-                     f"jaxlib {env['versions']['jaxlib']}, "
-                     f"numpy {env['versions']['numpy']}; {len(runs)} processes; machine speed "
-                     f"per process: {speeds}.")
+        python = versions.get("python")  # older reports did not record it
+        lines.append(f"- {label}: {f'Python {python}, ' if python else ''}jax {versions['jax']}, "
+                     f"jaxlib {versions['jaxlib']}, numpy {versions['numpy']}; {len(runs)} "
+                     f"processes; machine speed per process: {speeds}.")
     lines += ["", f"Medians over each side's processes. B = {lb}, A = {la}.", "",
               "| shape | dtype | ours ms A | native ms A | ours ms B | native ms B "
               "| ours/native A | ours/native B | ours B/A | native B/A | loss ms A | loss ms B |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    ratios: dict[str, list[float]] = {"A": [], "B": []}
-    for index, (name, dtype) in enumerate(keys[0]):
-        oa, na, ob, nb = (_median(a, index, "ours"), _median(a, index, "native"),
-                          _median(b, index, "ours"), _median(b, index, "native"))
-        ra, rb = _ratio(a, index), _ratio(b, index)
-        ratios["A"].append(ra)
-        ratios["B"].append(rb)
-        lines.append(f"| {name} | {dtype} | {1e3 * oa:.1f} | {1e3 * na:.1f} | {1e3 * ob:.1f} | "
-                     f"{1e3 * nb:.1f} | {ra:.2f} | {rb:.2f} | {ob / oa:.2f} | {nb / na:.2f} | "
-                     f"{1e3 * _loss(a, index):.1f} | {1e3 * _loss(b, index):.1f} |")
+    for row_a, row_b in zip(side_a["rows"], side_b["rows"], strict=True):
+        (oa, na), (ob, nb) = ((row["seconds"]["ours"], row["seconds"]["native"])
+                              for row in (row_a, row_b))
+        lines.append(f"| {row_a['name']} | {row_a['dtype']} | {1e3 * oa:.1f} | {1e3 * na:.1f} | "
+                     f"{1e3 * ob:.1f} | {1e3 * nb:.1f} | {row_a['ratio_vs_native']:.2f} | "
+                     f"{row_b['ratio_vs_native']:.2f} | {ob / oa:.2f} | {nb / na:.2f} | "
+                     f"{1e3 * row_a['loss_seconds']['xla']:.1f} | "
+                     f"{1e3 * row_b['loss_seconds']['xla']:.1f} |")
     lines.append("")
-    for side, label in (("A", la), ("B", lb)):
-        lines.append(f"ours/native with {label}: median {statistics.median(ratios[side]):.2f}, "
-                     f"worst {max(ratios[side]):.2f}.")
+    for label, side in ((la, side_a), (lb, side_b)):
+        stats = side["summary"]["vs_native"]
+        lines.append(f"ours/native with {label}: median {stats['median']:.2f}, "
+                     f"worst {stats['worst']:.2f}.")
     return "\n".join(lines) + "\n"
 
 

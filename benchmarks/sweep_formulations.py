@@ -89,16 +89,10 @@ def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
     return answers
 
 
-def _selected(only: str) -> list[bench.Shape]:
-    """The shapes whose name contains one of the comma-separated substrings (all for "")."""
-    names = [name for name in only.split(",") if name]
-    return [shape for shape in SHAPES if not names or any(name in shape.name for name in names)]
-
-
 def one_run(repeats: int, rules: list[str], only: str = "") -> list[dict[str, Any]]:
     """Each shape, dtype and rule: step seconds with the rule forced off and on (this process)."""
     rows = []
-    for shape in _selected(only):
+    for shape in bench.select_shapes(SHAPES, only):
         for dtype in ("float32", "bfloat16"):
             args = bench.make_inputs(shape, dtype)
             answers = _rule_answers(shape, dtype)
@@ -159,7 +153,7 @@ def main() -> int:
     rules = args.rules.split(",")
     if not set(rules) <= set(RULES):
         parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(RULES)))}")
-    if not _selected(args.only):
+    if not bench.select_shapes(SHAPES, args.only):
         parser.error(f"--only {args.only!r}: no shape's name contains it")
     if args.one_run:
         print(json.dumps(one_run(args.repeats, rules, args.only)))

@@ -319,6 +319,15 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def select_shapes(shapes: Sequence[Shape], only: str | None) -> list[Shape]:
+    """The shapes whose name contains one of the comma-separated substrings of ``only`` (every
+    shape when ``only`` is empty or None)."""
+    if not only:
+        return list(shapes)
+    wanted = only.split(",")
+    return [shape for shape in shapes if any(part in shape.name for part in wanted)]
+
+
 def environment() -> dict[str, Any]:
     """Device, processor and versions, for the report."""
     device = jax.devices()[0]

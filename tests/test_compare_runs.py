@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from convgrad import bench
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
 
 
@@ -20,13 +22,17 @@ def _module():
 
 
 def _run(jax_version, rows):
-    """A bench --json report reduced to what the comparison reads."""
+    """A bench --json report (no PyTorch) with the given step seconds per row."""
+    rows = [{"name": name, "kind": "dense 2-D", "dtype": "float32",
+             "seconds": {"ours": ours, "native": native}, "loss_seconds": {"xla": 0.001},
+             "compile_seconds": {"ours": 1.0, "native": 1.0},
+             "ratio_vs_native": ours / native, "ratio_vs_torch": None,
+             "ratio_vs_torch_loss_excluded": None, "compile_ratio": 1.0,
+             "same_program": False} for name, ours, native in rows]
     return {"environment": {"versions": {"python": "3.12.1", "jax": jax_version,
                                          "jaxlib": jax_version, "numpy": "2.0"}},
-            "machine_speed": {"xla_matmul_float32_gflops": 150.0},
-            "rows": [{"name": name, "dtype": "float32",
-                      "seconds": {"ours": ours, "native": native},
-                      "loss_seconds": {"xla": 0.001}} for name, ours, native in rows]}
+            "machine_speed": {"xla_matmul_float32_gflops": 150.0}, "repeats": 3,
+            "rows": rows, "summary": bench.summarize(rows)}
 
 
 def test_ratios_are_per_run_then_median():

@@ -72,11 +72,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--dtypes entry (={dtype!r}) must be one of float32, bfloat16, "
                              "float16, float64")
     shapes = bench.quick_suite() if args.quick else bench.model_suite()
-    if args.only:
-        wanted = args.only.split(",")
-        shapes = [shape for shape in shapes if any(part in shape.name for part in wanted)]
-        if not shapes:
-            raise ValueError(f"--only (={args.only!r}) matches no shape")
+    shapes = bench.select_shapes(shapes, args.only)
+    if not shapes:
+        raise ValueError(f"--only (={args.only!r}) matches no shape")
     out = Path(args.out) if args.out else None
     if out is not None and not out.is_dir():
         raise ValueError(f"--out (={args.out!r}) must be an existing folder")
