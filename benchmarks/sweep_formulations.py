@@ -12,7 +12,8 @@ XLA changes: for dense shapes beyond the benchmark suite (3-512 features, 7x7 to
 answer forced to False and to True, interleaved in one process, and repeats that in ``--runs``
 fresh processes (single processes on a shared 2-core VM have moved by up to 1.3x). A ratio
 below 1 means the formulation made the step faster. Rows where the rule's own choice is the
-slower one are flagged.
+slower one are flagged. ``--rules _newer_kernels`` instead forces which set of rules answers:
+off, those fitted to jaxlib 0.10; on, those refitted for 0.11 and later (``_newer_kernels``).
 """
 
 import argparse
@@ -54,6 +55,9 @@ SHAPES = [
                 pad=1),
 ]
 RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays")
+# Not one rule but which set of them answers (those fitted to jaxlib 0.10 or to 0.11 and later):
+# forced off and on, the two whole sets side by side under the installed jaxlib.
+GENERATION = "_newer_kernels"
 
 
 @contextmanager
@@ -68,8 +72,8 @@ def _forced(rule: str, answer: bool) -> Iterator[None]:
 
 def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
     """What each rule answered while tracing this shape's step (one entry per question)."""
-    answers: dict[str, list[bool]] = {rule: [] for rule in RULES}
-    saved = {rule: getattr(_formulations, rule) for rule in RULES}
+    answers: dict[str, list[bool]] = {rule: [] for rule in (*RULES, GENERATION)}
+    saved = {rule: getattr(_formulations, rule) for rule in answers}
 
     def recorder(rule: str) -> Any:
         def ask(*args: Any) -> bool:
@@ -78,7 +82,7 @@ def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
             return answer
         return ask
 
-    for rule in RULES:
+    for rule in answers:
         setattr(_formulations, rule, recorder(rule))
     try:
         jax.make_jaxpr(bench.grad_step(impl.conv_general_dilated, shape))(
@@ -99,17 +103,18 @@ def one_run(repeats: int, rules: list[str], only: str = "") -> list[dict[str, An
             for rule in rules:
                 if not answers[rule]:
                     continue  # the rule is never asked for this shape
-                steps = {}
+                steps, programs = {}, []
                 for answer in (False, True):
                     with _forced(rule, answer):
-                        compiled = bench.grad_step(impl.conv_general_dilated, shape).lower(
-                            *args).compile()
+                        lowered = bench.grad_step(impl.conv_general_dilated, shape).lower(*args)
+                    programs.append(lowered.as_text())
+                    compiled = lowered.compile()
                     steps[str(answer)] = (lambda compiled=compiled, args=args:
                                           jax.block_until_ready(compiled(*args)))
                 times = bench.interleaved_medians(steps, repeats)
                 rows.append({"shape": shape.name, "dtype": dtype, "rule": rule,
                              "rule_says": answers[rule], "off_s": times["False"],
-                             "on_s": times["True"]})
+                             "on_s": times["True"], "same_program": programs[0] == programs[1]})
     return rows
 
 
@@ -120,7 +125,9 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
              f"jit(grad) of sum(sin(conv)) (the benchmark's step), each rule forced off and on, "
              f"interleaved medians in each of {len(runs)} processes. ratio = on / off (below 1: "
              f"the formulation made the step faster). rule: what the rule answers (per question "
-             f"it is asked). !: the rule's answer is the slower one in the median of the runs.",
+             f"it is asked). !: the rule's answer is the slower one in the median of the runs. "
+             f"same: both answers gave the same program (where a rule's answer changes nothing "
+             f"else downstream), so the ratio shows only the noise of the measurement.",
              "",
              "| shape | dtype | rule | off ms | on ms | ratio per run | median ratio | rule | |",
              "| --- | --- | --- | ---: | ---: | --- | ---: | --- | --- |"]
@@ -129,13 +136,15 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
         ratios = [row["on_s"] / row["off_s"] for row in rows]
         median = statistics.median(ratios)
         says = first["rule_says"]
-        wrong = (all(says) and median > 1.0) or (not any(says) and median < 1.0)
+        same = first.get("same_program", False)
+        wrong = not same and ((all(says) and median > 1.0) or (not any(says) and median < 1.0))
         lines.append(
             f"| {first['shape']} | {first['dtype']} | `{first['rule']}` | "
             f"{1e3 * statistics.median(r['off_s'] for r in rows):.1f} | "
             f"{1e3 * statistics.median(r['on_s'] for r in rows):.1f} | "
             f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {median:.2f} | "
-            f"{'/'.join('on' if a else 'off' for a in says)} | {'!' if wrong else ''} |")
+            f"{'/'.join('on' if a else 'off' for a in says)} | "
+            f"{'same' if same else '!' if wrong else ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,15 +153,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--rules", default=",".join(RULES),
-                        help=f"comma-separated, of {', '.join(RULES)} (default: all)")
+                        help=f"comma-separated, of {', '.join((*RULES, GENERATION))} (default: "
+                        f"{', '.join(RULES)})")
     parser.add_argument("--only", default="",
                         help="comma-separated substrings: keep shapes whose name contains one")
     parser.add_argument("--out", type=Path, default=RESULTS / "formulation-sweep-cpu.md")
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rules = args.rules.split(",")
-    if not set(rules) <= set(RULES):
-        parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(RULES)))}")
+    if not set(rules) <= {*RULES, GENERATION}:
+        parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - {*RULES, GENERATION}))}")
     if not bench.select_shapes(SHAPES, args.only):
         parser.error(f"--only {args.only!r}: no shape's name contains it")
     if args.one_run:

@@ -18,11 +18,13 @@ in bfloat16, so large dense convolutions are faster as matrix products.
 import contextlib
 import contextvars
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 from jax import lax
 from jax.extend.core import Primitive
@@ -82,6 +84,13 @@ MAX_CHANNELS_LAST_FEATURES = 128
 # In 1-D, XLA:CPU's float32 convolution kernel is as fast as its matrix kernel, and the matrix
 # products gain only from this many features on (contracted, or output for ``columns_matmul``).
 MIN_1D_MATMUL_FEATURES = 128
+# From this jaxlib on, the matrix-product rules answer as refitted for its faster convolution
+# kernels (``_newer_kernels``): there the per-image products need this many contracted features,
+# and ``taps_matmul`` this many on the smaller side of its products (64 in bfloat16 with 5x5
+# windows, float32 none).
+NEWER_KERNELS_JAXLIB = (0, 11)
+MIN_NEWER_MATMUL_FEATURES = 48
+MIN_NEWER_TAPS_FEATURES = 32
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -734,6 +743,32 @@ mlir.register_lowering(_one_device_p, lambda ctx: [mlir.ir_constant(
     np.int32(_one_device_per_program(ctx.module_context.axis_context)))])
 
 
+def _version_numbers(version: str) -> tuple[int, ...]:
+    """A release's version as numbers, local suffix dropped.
+
+    >>> _version_numbers("0.12.0.1"), _version_numbers("0.10.2+cuda12.cudnn9")
+    ((0, 12, 0, 1), (0, 10, 2))
+    """
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0]))
+
+
+def _newer_kernels() -> bool:
+    """Whether XLA:CPU is jaxlib 0.11's or later, where the matrix-product rules were refitted.
+
+    jaxlib 0.11 made XLA:CPU's own convolution kernels faster (the native step 0.51-0.70 of its
+    0.10.2 time on dense stride-1 shapes) but not its matrix kernel, so the products pay on fewer
+    shapes there: the full rule sweep on one Intel Xeon (twelfth session,
+    ``benchmarks/results/jax-versions-cpu-xeon/formulation-sweep-full-jax*.md``) found the rules
+    fitted to 0.10.2 choosing the slower formulation on 12 of 80 rows with 0.10.2 and 25 with
+    0.12.0.1, by up to 1.44. The rules below answer for both. Their two sets, compared as whole
+    steps side by side (``--rules _newer_kernels`` of ``benchmarks/sweep_formulations.py``, 4
+    processes, ``benchmarks/results/jax-versions-cpu-xeon/rule-sets-jax*.md``), chose differently
+    on 14 of 33 shapes and dtypes; there the newer set's steps took 0.62-0.97 (median 0.83) of the
+    older's with jaxlib 0.12.0.1, and 0.81-1.29 (median 1.05, 9 slower) with 0.10.2.
+    """
+    return _version_numbers(jaxlib.__version__) >= NEWER_KERNELS_JAXLIB
+
+
 def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> bool:
     """Whether ``shift_matmul`` measured faster than XLA:CPU's 2-D convolution kernel.
 
@@ -745,23 +780,41 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     from 48 contracted features below 96 output features (0.78-1.00), and lost with 16-32
     contracted features (1.12-1.30) and at 128 output features (1.19), where XLA's kernel runs at
     300-400 GFLOP/s.
+
+    With jaxlib 0.11 and later (``_newer_kernels``; sweep with 0.12.0.1) XLA's kernel caught up:
+    in float32 at stride 1 the products lost on every shape but one tie (1.06-1.29; dilated 0.98),
+    and with 3-32 contracted features they lost in both dtypes (1.06-1.38). They still won in
+    bfloat16 from 64 features (0.54-0.89; 1.07 on 16x16 planes, where ``_channels_last_pays``
+    then serves) and in float32 strided with 128 (0.94).
     """
+    if _newer_kernels():
+        return contracted >= MIN_NEWER_MATMUL_FEATURES and (dtype == jnp.bfloat16 or strided)
     if dtype == jnp.bfloat16 or strided:
         return True
     return contracted >= 48 and outs < 96
 
 
-def _taps_pay(window: int) -> bool:
+def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype) -> bool:
     """Whether ``taps_matmul`` measured faster for a filter gradient (same sweep).
 
-    ``window`` is the forward convolution's output positions. Below 14x14 the loop's steps are
-    too small (8x8 planes: 1.03-1.05 of the step). Above, 0.56-0.98 of the step in both dtypes,
-    even where the filter gradient alone was slower than XLA's kernel (128 features on 28x28, up
-    to 1.3x): in the step XLA runs it beside the input gradient, and its kernel needs the
-    cotangent transposed. Exceptions, left to the rule: float32 with 16 features on 64x64
-    (1.11-1.17 in two sweeps) and 5x5 windows on 32 features (1.02-1.04).
+    ``window`` is the forward convolution's output positions, ``taps`` its filter's, and
+    ``features`` the smaller of its input and output features (the sides of each loop step's
+    product). Below 14x14 the loop's steps are too small (8x8 planes: 1.03-1.05 of the step).
+    Above, 0.56-0.98 of the step in both dtypes, even where the filter gradient alone was slower
+    than XLA's kernel (128 features on 28x28, up to 1.3x): in the step XLA runs it beside the
+    input gradient, and its kernel needs the cotangent transposed. Exceptions, left to the rule:
+    float32 with 16 features on 64x64 (1.11-1.17 in two sweeps) and 5x5 windows on 32 features
+    (1.02-1.04).
+
+    With jaxlib 0.11 and later (``_newer_kernels``) those exceptions grew: 3-16 features
+    1.00-1.36, 5x5 windows in float32 1.18-1.44 and with 32 features in bfloat16 1.08; 32
+    features on 3x3 windows won or tied (0.78-1.05) and 64 and more won (0.39-0.97).
     """
-    return window >= 14 * 14
+    if not _newer_kernels():
+        return window >= 14 * 14
+    return window >= 14 * 14 and features >= MIN_NEWER_TAPS_FEATURES and (
+        taps < MIN_CHANNELS_LAST_TAPS
+        or (dtype == jnp.bfloat16 and features >= 64))
 
 
 def _channels_last_pays(positions: int, taps: int, features: int, strided: bool) -> bool:
@@ -778,12 +831,13 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
     (every input position multiplied) 1.05-1.66. On an Intel Xeon with AMX
     (``benchmarks/results/formulation-sweep-cpu-xeon.md``) the small planes went the other way,
     1.11-1.14 (32 features on 16x16, 128 on 14x14; 0.95-0.96 with 64 on 16x16), while 5x5 windows
-    still gained (0.73, 0.95): there small planes keep ``shift_matmul``.
+    still gained (0.73, 0.95): there small planes keep ``shift_matmul`` with jaxlib 0.10. With
+    0.11 and later (``_newer_kernels``) the same Xeon measured small planes 0.83-0.96, as the EPYC.
     """
     if strided:
         return False
     small_plane = (positions < MIN_PER_IMAGE_POSITIONS and features <= MAX_CHANNELS_LAST_FEATURES
-                   and not _host.has_amx())
+                   and (_newer_kernels() or not _host.has_amx()))
     return taps >= MIN_CHANNELS_LAST_TAPS or small_plane
 
 
@@ -836,7 +890,7 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     if positions <= MAX_TAPS_MATMUL_OUTPUTS < taps:
         batch = lhs_shape[lhs_spec[0]]
         if (positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
-                and _taps_pay(taps)):
+                and _taps_pay(taps, positions, min(batch, outs), dtype)):
             return taps_matmul
         return None
     small_plane_pays = (len(window) == 2 and dtype == jnp.bfloat16

@@ -115,15 +115,17 @@ class _Recorder:
 
 def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
             rhs_shape: tuple[int, ...], dtype: str, recorder: _Recorder | None = None,
-            amx: bool = False, **kwargs: Any) -> list[str]:
+            amx: bool = False, newer: bool = False, **kwargs: Any) -> list[str]:
     """Formulations of (forward, input gradient, filter gradient) of ``jax.grad`` of the op.
 
     ``amx``: the choice as made on a host whose CPU has AMX (one rule depends on it), whatever
-    this machine has.
+    this machine has. ``newer``: as made with jaxlib 0.11 or later (the rules refitted for its
+    kernels, ``_newer_kernels``), whatever jaxlib is installed; by default as with 0.10.
     """
     recorder = recorder or _Recorder()
     monkeypatch.setattr(formulations, "cpu_formulation", recorder)
     monkeypatch.setattr(_host, "has_amx", lambda: amx)
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: newer)
 
     kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), **kwargs}
 
@@ -251,6 +253,36 @@ def test_where_the_matrix_product_formulations_are_not_used(
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype) == expected
 
 
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, strides, expected", [
+    # float32 at stride 1: XLA's kernel (0.10: the products from 48 contracted features).
+    ((16, 64, 56, 56), (64, 64, 3, 3), "float32", (1, 1), ["native", "native", "taps_matmul"]),
+    ((12, 64, 28, 28), (64, 64, 5, 5), "float32", (1, 1), ["native", "native", "native"]),
+    # Strided from 48 features (the input gradient by phases, as before); not on 3 (the stem).
+    ((16, 128, 56, 56), (128, 128, 3, 3), "float32", (2, 2),
+     ["shift_matmul", "polyphase", "taps_matmul"]),
+    ((16, 3, 112, 112), (32, 3, 3, 3), "float32", (2, 2), ["native", "polyphase", "native"]),
+    # bfloat16 from 48 contracted features, small planes in channels last whatever the CPU.
+    ((16, 64, 56, 56), (64, 64, 3, 3), "bfloat16", (1, 1),
+     ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    ((128, 64, 16, 16), (64, 64, 3, 3), "bfloat16", (1, 1),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
+    ((64, 32, 28, 28), (32, 32, 3, 3), "bfloat16", (1, 1), ["native", "native", "taps_matmul"]),
+    ((16, 16, 64, 64), (16, 16, 3, 3), "bfloat16", (1, 1), ["native", "native", "native"]),
+    # The filter gradient over 5x5 windows: bfloat16 from 64 features.
+    ((12, 64, 28, 28), (64, 64, 5, 5), "bfloat16", (1, 1),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
+    ((8, 32, 56, 56), (32, 32, 5, 5), "bfloat16", (1, 1), ["native", "native", "native"]),
+])
+def test_with_jaxlib_0_11_the_refitted_rules_answer(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+        dtype: str, strides: tuple[int, ...], expected: list[str]) -> None:
+    # Its convolution kernels got faster, its matrix kernel did not (_newer_kernels). The same
+    # answers on a CPU with AMX or without.
+    for amx in (False, True):
+        assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, amx=amx, newer=True,
+                       window_strides=strides) == expected, amx
+
+
 @pytest.mark.parametrize("dtype, strides, lhs_shape, rhs_shape, expected", [
     # float32 at stride 1 takes them from 48 contracted features, below 96 output features.
     ("float32", (1, 1), (2, 64, 28, 30), (64, 64, 3, 2),
@@ -274,6 +306,7 @@ def test_the_op_with_them_matches_native_autodiff(
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides) == expected
     monkeypatch.undo()
     monkeypatch.setattr(_host, "has_amx", lambda: False)  # the choice asserted above
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)
     rng = np.random.default_rng(3)
     lhs, rhs = random_array(rng, lhs_shape, dtype), random_array(rng, rhs_shape, dtype)
     out_shape = jax.eval_shape(lambda: lax.conv_general_dilated(lhs, rhs, strides, "SAME")).shape
@@ -302,7 +335,10 @@ import impl
 assert len(jax.devices()) == 8, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("b",))
 keys = jax.random.split(jax.random.key(0))
-lhs, rhs = jax.random.normal(keys[0], (16, 8, 28, 28)), jax.random.normal(keys[1], (8, 8, 3, 3))
+# 64 features: the loops are chosen by the rules for jaxlib 0.10 and for 0.11 and later alike.
+# The filter scaled as initialized (fan-in 576), so that the outputs and cos(outputs) stay O(1).
+lhs = jax.random.normal(keys[0], (16, 64, 28, 28))
+rhs = jax.random.normal(keys[1], (64, 64, 3, 3)) / 24
 
 def grad(conv, strides=(1, 1)):
     return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, strides, "SAME"))), argnums=(0, 1))
@@ -316,7 +352,7 @@ spread_rhs = jax.device_put(rhs, NamedSharding(mesh, P()))
 local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh, in_specs=(P("b"), P()),
                               out_specs=(P("b"), P())))
 strided = jax.jit(grad(impl.conv_general_dilated, (2, 2)))
-wide, rhs16 = jnp.ones((16, 8, 56, 56), jnp.bfloat16), rhs.astype(jnp.bfloat16)
+wide, rhs16 = jnp.ones((16, 64, 56, 56), jnp.bfloat16), rhs.astype(jnp.bfloat16)
 small, rhs64 = jnp.ones((16, 64, 12, 12), jnp.bfloat16), jnp.ones((64, 64, 3, 3), jnp.bfloat16)
 print(json.dumps({
     "one device": count(one.lower(lhs, rhs).compile().as_text()),
