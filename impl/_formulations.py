@@ -784,9 +784,8 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     With jaxlib 0.11 and later (``_newer_kernels``; sweep with 0.12.0.1) XLA's kernel caught up:
     in float32 at stride 1 the products lost or tied on every shape (1.06-1.29; dilated 0.98, 128
     features on 28x28 0.97), and with 3-32 contracted features they lost in both dtypes
-    (1.06-1.38). They still won in
-    bfloat16 from 64 features (0.54-0.89; 1.07 on 16x16 planes, where ``_channels_last_pays``
-    then serves) and in float32 strided with 128 (0.94).
+    (1.06-1.38). They still won in bfloat16 from 64 features (0.54-0.89; 1.07 on 16x16 planes,
+    where ``_channels_last_pays`` then serves) and in float32 strided with 128 (0.94).
     """
     if _newer_kernels():
         return contracted >= MIN_NEWER_MATMUL_FEATURES and (dtype == jnp.bfloat16 or strided)
