@@ -58,6 +58,7 @@ RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays")
 # Not one rule but which set of them answers (those fitted to jaxlib 0.10 or to 0.11 and later):
 # forced off and on, the two whole sets side by side under the installed jaxlib.
 GENERATION = "_newer_kernels"
+FORCIBLE = (*RULES, GENERATION)
 
 
 @contextmanager
@@ -72,7 +73,7 @@ def _forced(rule: str, answer: bool) -> Iterator[None]:
 
 def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
     """What each rule answered while tracing this shape's step (one entry per question)."""
-    answers: dict[str, list[bool]] = {rule: [] for rule in (*RULES, GENERATION)}
+    answers: dict[str, list[bool]] = {rule: [] for rule in FORCIBLE}
     saved = {rule: getattr(_formulations, rule) for rule in answers}
 
     def recorder(rule: str) -> Any:
@@ -136,7 +137,7 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
         ratios = [row["on_s"] / row["off_s"] for row in rows]
         median = statistics.median(ratios)
         says = first["rule_says"]
-        same = first.get("same_program", False)
+        same = first["same_program"]
         wrong = not same and ((all(says) and median > 1.0) or (not any(says) and median < 1.0))
         lines.append(
             f"| {first['shape']} | {first['dtype']} | `{first['rule']}` | "
@@ -153,7 +154,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--rules", default=",".join(RULES),
-                        help=f"comma-separated, of {', '.join((*RULES, GENERATION))} (default: "
+                        help=f"comma-separated, of {', '.join(FORCIBLE)} (default: "
                         f"{', '.join(RULES)})")
     parser.add_argument("--only", default="",
                         help="comma-separated substrings: keep shapes whose name contains one")
@@ -161,8 +162,8 @@ def main() -> int:
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rules = args.rules.split(",")
-    if not set(rules) <= {*RULES, GENERATION}:
-        parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - {*RULES, GENERATION}))}")
+    if not set(rules) <= set(FORCIBLE):
+        parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(FORCIBLE)))}")
     if not bench.select_shapes(SHAPES, args.only):
         parser.error(f"--only {args.only!r}: no shape's name contains it")
     if args.one_run:

@@ -752,6 +752,9 @@ def _version_numbers(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0]))
 
 
+_JAXLIB_VERSION = _version_numbers(jaxlib.__version__)
+
+
 def _newer_kernels() -> bool:
     """Whether XLA:CPU is jaxlib 0.11's or later, where the matrix-product rules were refitted.
 
@@ -766,7 +769,7 @@ def _newer_kernels() -> bool:
     on 14 of 33 shapes and dtypes; there the newer set's steps took 0.62-0.97 (median 0.83) of the
     older's with jaxlib 0.12.0.1, and 0.81-1.29 (median 1.05, 9 slower) with 0.10.2.
     """
-    return _version_numbers(jaxlib.__version__) >= NEWER_KERNELS_JAXLIB
+    return _JAXLIB_VERSION >= NEWER_KERNELS_JAXLIB
 
 
 def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> bool:
@@ -810,11 +813,12 @@ def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype) -> bool:
     1.00-1.36, 5x5 windows in float32 1.18-1.44 and with 32 features in bfloat16 1.08; 32
     features on 3x3 windows won or tied (0.78-1.05) and 64 and more won (0.39-0.97).
     """
+    if window < 14 * 14:
+        return False
     if not _newer_kernels():
-        return window >= 14 * 14
-    return window >= 14 * 14 and features >= MIN_NEWER_TAPS_FEATURES and (
-        taps < MIN_CHANNELS_LAST_TAPS
-        or (dtype == jnp.bfloat16 and features >= 64))
+        return True
+    return features >= MIN_NEWER_TAPS_FEATURES and (
+        taps < MIN_CHANNELS_LAST_TAPS or (dtype == jnp.bfloat16 and features >= 64))
 
 
 def _channels_last_pays(positions: int, taps: int, features: int, strided: bool) -> bool:
