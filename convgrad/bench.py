@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 import impl
-from impl import _host
+from convgrad import _host
 
 Step = Callable[[], Any]
 

@@ -30,7 +30,7 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from impl import _host, _vma
+from impl import _vma
 from impl._config import ConvConfig, spatial_shapes
 
 Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
@@ -832,16 +832,22 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
     (0.94-1.02 over three sweeps); with 5x5 windows 0.72-0.90 in bfloat16 and 0.96 in float32.
     With 3x3 windows on larger planes it lost (1.05-1.25) but for float32 64 features on 28x28
     (0.88; 1.05 with rhs dilation 2 there and 1.15 on 56x56, not enough for a rule); strided
-    (every input position multiplied) 1.05-1.66. On an Intel Xeon with AMX
-    (``benchmarks/results/formulation-sweep-cpu-xeon.md``) the small planes went the other way,
-    1.11-1.14 (32 features on 16x16, 128 on 14x14; 0.95-0.96 with 64 on 16x16), while 5x5 windows
-    still gained (0.73, 0.95): there small planes keep ``shift_matmul`` with jaxlib 0.10. With
-    0.11 and later (``_newer_kernels``) the same Xeon measured small planes 0.83-0.96, as the EPYC.
+    (every input position multiplied) 1.05-1.66.
+
+    On an Intel Xeon with AMX (``benchmarks/results/formulation-sweep-cpu-xeon.md``, sixth
+    session) small planes went the other way, 1.11-1.14 (32 features on 16x16, 128 on 14x14;
+    0.95-0.96 with 64 on 16x16), while 5x5 windows still gained (0.73, 0.95), and small planes
+    kept ``shift_matmul`` where the CPU had AMX. Three later sweeps on that processor name, by
+    then slower for XLA, measured them as on the EPYC: 0.84-0.98 with jaxlib 0.10.2, 0.11.2 and
+    0.12.0.1 (twelfth session); 64 features on 16x16 0.83-0.86 and 128 on 14x14 0.94-1.02 as
+    whole rule sets with 0.10.2 (thirteenth); and with this rule alone forced, 4 processes
+    (fourteenth, ``benchmarks/results/jax-versions-cpu-xeon/small-planes-jax0.10.2.md``), 0.88
+    on 64 features on 16x16, 0.98 on the suite's large batch, 1.02 on 128 on 14x14. Since then
+    one answer serves every CPU and jaxlib.
     """
     if strided:
         return False
-    small_plane = (positions < MIN_PER_IMAGE_POSITIONS and features <= MAX_CHANNELS_LAST_FEATURES
-                   and (_newer_kernels() or not _host.has_amx()))
+    small_plane = positions < MIN_PER_IMAGE_POSITIONS and features <= MAX_CHANNELS_LAST_FEATURES
     return taps >= MIN_CHANNELS_LAST_TAPS or small_plane
 
 
@@ -877,8 +883,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     products save; in 2-D bfloat16 from 7 x 7 given enough work per image): in 2-D
     ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the input gradient of a
     strided convolution), where ``polyphase`` into stride-1 phases measured faster; and
-    ``channels_last_matmul`` instead where ``_channels_last_pays`` (small bfloat16 planes where
-    the CPU has no AMX, 5x5 windows: items 13 and 14 of benchmarks/README.md). In 1-D (item 12
+    ``channels_last_matmul`` instead where ``_channels_last_pays`` (small bfloat16 planes, 5x5
+    windows: items 13 and 14 of benchmarks/README.md). In 1-D (item 12
     there, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient
     of a stride-2 convolution), in float32 and, from 128 contracted features, in bfloat16;
     ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel

@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from convgrad import bench
+from convgrad import _host, bench
 from convgrad.cli import main
-from impl import _host
 
 
 @pytest.fixture(scope="module")

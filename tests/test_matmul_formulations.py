@@ -25,7 +25,6 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
-from impl import _host
 from impl._config import make_config
 from tests.conv_oracle import (
     AXES,
@@ -115,16 +114,14 @@ class _Recorder:
 
 def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
             rhs_shape: tuple[int, ...], dtype: str, recorder: _Recorder | None = None,
-            amx: bool = False, newer: bool = False, **kwargs: Any) -> list[str]:
+            newer: bool = False, **kwargs: Any) -> list[str]:
     """Formulations of (forward, input gradient, filter gradient) of ``jax.grad`` of the op.
 
-    ``amx``: the choice as made on a host whose CPU has AMX (one rule depends on it), whatever
-    this machine has. ``newer``: as made with jaxlib 0.11 or later (the rules refitted for its
-    kernels, ``_newer_kernels``), whatever jaxlib is installed; by default as with 0.10.
+    ``newer``: as made with jaxlib 0.11 or later (the rules refitted for its kernels,
+    ``_newer_kernels``), whatever jaxlib is installed; by default as with 0.10.
     """
     recorder = recorder or _Recorder()
     monkeypatch.setattr(formulations, "cpu_formulation", recorder)
-    monkeypatch.setattr(_host, "has_amx", lambda: amx)
     monkeypatch.setattr(formulations, "_newer_kernels", lambda: newer)
 
     kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), **kwargs}
@@ -180,10 +177,11 @@ def test_lhs_dilation_four_in_one_dimension_keeps_polyphase(
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, strides, expected", [
-    # Below 28x28 at stride 1 with up to 128 features, channels last in blocks of images (on a
-    # CPU without AMX, as _chosen asks by default; with AMX, see the next test); with more
-    # features, and from 28x28, per image.
+    # Below 28x28 at stride 1 with up to 128 features, channels last in blocks of images (on
+    # every CPU: _channels_last_pays); with more features, and from 28x28, per image.
     ((256, 32, 16, 16), (32, 32, 3, 3), (1, 1),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
+    ((64, 128, 14, 14), (128, 128, 3, 3), (1, 1),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
     ((32, 512, 7, 7), (512, 512, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "native"]),
     ((16, 64, 28, 28), (64, 64, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "taps_matmul"]),
@@ -202,23 +200,6 @@ def test_in_bfloat16_products_serve_planes_from_7x7(
     # The filter gradient keeps its 14x14 minimum (a 7x7 forward output is its 49-tap window).
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16",
                    window_strides=strides) == expected
-
-
-@pytest.mark.parametrize("lhs_shape, rhs_shape, expected", [
-    # Small planes keep the per-image products where the CPU has AMX (measured 1.11-1.14 slower
-    # in channels last on an Intel Xeon, faster on an AMD EPYC: _channels_last_pays).
-    ((256, 32, 16, 16), (32, 32, 3, 3), ["shift_matmul", "shift_matmul", "taps_matmul"]),
-    ((64, 128, 14, 14), (128, 128, 3, 3), ["shift_matmul", "shift_matmul", "taps_matmul"]),
-    # 5x5 windows gained on both machines.
-    ((8, 32, 56, 56), (32, 32, 5, 5),
-     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
-])
-def test_with_amx_small_bfloat16_planes_stay_per_image(
-        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
-        expected: list[str]) -> None:
-    assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16", amx=True) == expected
-    without = _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16", amx=False)
-    assert without[:2] == ["channels_last_matmul"] * 2
 
 
 def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,11 +257,9 @@ def test_where_the_matrix_product_formulations_are_not_used(
 def test_with_jaxlib_0_11_the_refitted_rules_answer(
         monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
         dtype: str, strides: tuple[int, ...], expected: list[str]) -> None:
-    # Its convolution kernels got faster, its matrix kernel did not (_newer_kernels). The same
-    # answers on a CPU with AMX or without.
-    for amx in (False, True):
-        assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, amx=amx, newer=True,
-                       window_strides=strides) == expected, amx
+    # Its convolution kernels got faster, its matrix kernel did not (_newer_kernels).
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=True,
+                   window_strides=strides) == expected
 
 
 @pytest.mark.parametrize("dtype, strides, lhs_shape, rhs_shape, expected", [
@@ -305,8 +284,7 @@ def test_the_op_with_them_matches_native_autodiff(
         lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], expected: list[str]) -> None:
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides) == expected
     monkeypatch.undo()
-    monkeypatch.setattr(_host, "has_amx", lambda: False)  # the choice asserted above
-    monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)  # as asserted above
     rng = np.random.default_rng(3)
     lhs, rhs = random_array(rng, lhs_shape, dtype), random_array(rng, rhs_shape, dtype)
     out_shape = jax.eval_shape(lambda: lax.conv_general_dilated(lhs, rhs, strides, "SAME")).shape
@@ -366,7 +344,7 @@ print(json.dumps({
     "batch sharded, bfloat16 stride 2": count(strided.lower(
         jax.device_put(wide, NamedSharding(mesh, P("b"))),
         jax.device_put(rhs16, NamedSharding(mesh, P()))).compile().as_text()),
-    # bfloat16 small planes: channels last in blocks of images (per image where the CPU has AMX).
+    # bfloat16 small planes: channels last in blocks of images.
     "one device, bfloat16 small planes": count(one.lower(small, rhs64).compile().as_text()),
     "batch sharded, bfloat16 small planes": count(one.lower(
         jax.device_put(small, NamedSharding(mesh, P("b"))),

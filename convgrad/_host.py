@@ -1,17 +1,15 @@
-r"""The host's CPU, as far as the CPU formulation rules and the benchmark reports depend on it.
+r"""The host's CPU, as the benchmark reports describe it (processor name and instruction sets).
 
-XLA:CPU's bfloat16 matrix kernels use AMX where the processor has it, and one selection rule
-(``impl._formulations._channels_last_pays``) measured the other way round on such a machine
-(item 14 of ``benchmarks/README.md``). The choice is made when the op is traced, so a program
-exported on one machine and run on another carries the tracing machine's choice; every choice is
-exact, only its speed differs.
+A CPU formulation rule once depended on it (AMX, item 14 of ``benchmarks/README.md``). The op's
+choices now depend only on the case and on jaxlib's version, so a program traced on one machine
+chooses as on any other, and this lives beside the reports, not in ``impl``.
 """
 
 import functools
 from pathlib import Path
 
-# Instruction sets that changed which formulation was fastest, or that XLA's and oneDNN's
-# bfloat16 kernels use: reported with every benchmark.
+# Instruction sets that XLA's and oneDNN's bfloat16 kernels use, and that once changed which
+# formulation was fastest: reported with every benchmark.
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
@@ -37,7 +35,3 @@ def host_cpu() -> tuple[str | None, tuple[str, ...]]:
     except OSError:
         return None, ()
 
-
-def has_amx() -> bool:
-    """Whether this machine's CPU has AMX with bfloat16 (Intel Sapphire Rapids and later)."""
-    return "amx_bf16" in host_cpu()[1]
