@@ -90,7 +90,7 @@ MIN_1D_MATMUL_FEATURES = 128
 # windows, float32 none).
 NEWER_KERNELS_JAXLIB = (0, 11)
 MIN_NEWER_MATMUL_FEATURES = 48
-MIN_NEWER_TAPS_FEATURES = 32
+MIN_NEWER_TAPS_FEATURES = 24
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -806,12 +806,17 @@ def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype) -> bool:
     Above, 0.56-0.98 of the step in both dtypes, even where the filter gradient alone was slower
     than XLA's kernel (128 features on 28x28, up to 1.3x): in the step XLA runs it beside the
     input gradient, and its kernel needs the cotangent transposed. Exceptions, left to the rule:
-    float32 with 16 features on 64x64 (1.11-1.17 in two sweeps) and 5x5 windows on 32 features
+    float32 with 16 features on 64x64 (1.11-1.17 in two sweeps, 1.08-1.13 in a third with 4
+    processes, while 16 features on 32x32 gained, 0.86) and 5x5 windows on 32 features
     (1.02-1.04).
 
     With jaxlib 0.11 and later (``_newer_kernels``) those exceptions grew: 3-16 features
     1.00-1.36, 5x5 windows in float32 1.18-1.44 and with 32 features in bfloat16 1.08; 32
-    features on 3x3 windows won or tied (0.78-1.05) and 64 and more won (0.39-0.97).
+    features on 3x3 windows won or tied (0.78-1.05) and 64 and more won (0.39-0.97). A sweep of
+    few features with 0.12.0.1 (fourteenth session, 4 processes,
+    ``benchmarks/results/jax-versions-cpu-xeon/few-features-jax0.12.0.1.md``): 24 features on
+    56x56 0.82 in bfloat16 and 0.98 in float32, 32 features 0.86 and 1.00-1.02, 16 features
+    1.01-1.14 and 1.15-1.30; hence from 24.
     """
     if window < 14 * 14:
         return False

@@ -249,6 +249,10 @@ def test_where_the_matrix_product_formulations_are_not_used(
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
     ((64, 32, 28, 28), (32, 32, 3, 3), "bfloat16", (1, 1), ["native", "native", "taps_matmul"]),
     ((16, 16, 64, 64), (16, 16, 3, 3), "bfloat16", (1, 1), ["native", "native", "native"]),
+    # The filter gradient's products from 24 features, in both dtypes (3x3 windows).
+    *[((16, 24, 56, 56), (24, 24, 3, 3), dtype, (1, 1), ["native", "native", "taps_matmul"])
+      for dtype in ("float32", "bfloat16")],
+    ((64, 16, 32, 32), (16, 16, 3, 3), "float32", (1, 1), ["native", "native", "native"]),
     # The filter gradient over 5x5 windows: bfloat16 from 64 features.
     ((12, 64, 28, 28), (64, 64, 5, 5), "bfloat16", (1, 1),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
