@@ -1,0 +1,101 @@
+"""Whether the op's CPU cotangent materialisation still pays: whole steps with it and without.
+
+    PYTHONPATH=. python benchmarks/ab_materialize.py [--runs R] [--repeats N] [--only NAMES]
+        [--out FILE]
+
+On CPU the op computes a 32- or 64-bit cotangent once into its own buffer before the rule's
+convolutions read it (``impl._formulations.materialize``, item 9 of benchmarks/README.md), since
+XLA otherwise fuses the loss's elementwise producer into every read and recomputes it there. This
+script times the benchmark's step (``convgrad.bench.grad_step``, float32, the model suite) with
+that function as it is and replaced by the identity, interleaved in one process, in ``--runs``
+fresh processes. A ratio above 1 means the materialisation made the step faster.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import impl
+from convgrad import bench
+from convgrad.io import write_atomic
+from impl import _formulations
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def one_run(repeats: int, only: str) -> list[dict[str, Any]]:
+    """Each suite shape in float32: step seconds with and without the materialisation."""
+    rows = []
+    saved = _formulations.materialize
+    for shape in bench.select_shapes(bench.model_suite(), only):
+        args = bench.make_inputs(shape, "float32")
+        steps = {}
+        for name in ("with", "without"):
+            if name == "without":
+                _formulations.materialize = lambda array: array
+            try:
+                compiled = bench.grad_step(impl.conv_general_dilated, shape).lower(*args).compile()
+            finally:
+                _formulations.materialize = saved
+            steps[name] = (lambda compiled=compiled, args=args:
+                           jax.block_until_ready(compiled(*args)))
+        times = bench.interleaved_medians(steps, repeats)
+        rows.append({"shape": shape.name, "with_s": times["with"], "without_s": times["without"]})
+    return rows
+
+
+def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
+    versions = environment["versions"]
+    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
+             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+             f"jit(grad) of sum(sin(conv)) in float32 (the benchmark's step), the op with its CPU "
+             f"cotangent materialisation and without it, interleaved medians in each of "
+             f"{len(runs)} processes. ratio = without / with (above 1: materialising pays).",
+             "",
+             "| shape | with ms | without ms | ratio per run | median ratio |",
+             "| --- | ---: | ---: | --- | ---: |"]
+    for index, first in enumerate(runs[0]):
+        rows = [run[index] for run in runs]
+        ratios = [row["without_s"] / row["with_s"] for row in rows]
+        lines.append(
+            f"| {first['shape']} | {1e3 * statistics.median(r['with_s'] for r in rows):.1f} | "
+            f"{1e3 * statistics.median(r['without_s'] for r in rows):.1f} | "
+            f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | "
+            f"{statistics.median(ratios):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="",
+                        help="comma-separated substrings: keep shapes whose name contains one")
+    parser.add_argument("--out", type=Path, default=RESULTS / "materialize-cpu.md")
+    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not bench.select_shapes(bench.model_suite(), args.only):
+        parser.error(f"--only {args.only!r}: no shape's name contains it")
+    if args.one_run:
+        print(json.dumps(one_run(args.repeats, args.only)))
+        return 0
+    runs = []
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
+        runs.append(bench.json_from_fresh_process(
+            [__file__, "--one-run", "--repeats", str(args.repeats), "--only", args.only],
+            f"run {run + 1}"))
+    table = markdown(runs, bench.environment())
+    write_atomic(args.out, table)
+    write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
