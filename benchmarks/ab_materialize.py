@@ -22,7 +22,6 @@ import jax
 
 import impl
 from convgrad import bench
-from convgrad.io import write_atomic
 from impl import _formulations
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -84,15 +83,10 @@ def main() -> int:
     if args.one_run:
         print(json.dumps(one_run(args.repeats, args.only)))
         return 0
-    runs = []
-    for run in range(args.runs):
-        print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
-        runs.append(bench.json_from_fresh_process(
-            [__file__, "--one-run", "--repeats", str(args.repeats), "--only", args.only],
-            f"run {run + 1}"))
+    runs = bench.runs_in_fresh_processes(
+        __file__, ["--repeats", str(args.repeats), "--only", args.only], args.runs)
     table = markdown(runs, bench.environment())
-    write_atomic(args.out, table)
-    write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
+    bench.write_table_and_runs(args.out, table, runs)
     print(table)
     return 0
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,6 +30,7 @@ from jax import lax
 
 import impl
 from convgrad import _host
+from convgrad.io import write_atomic
 
 Step = Callable[[], Any]
 
@@ -378,6 +380,22 @@ def json_from_fresh_process(argv: Sequence[str], what: str) -> Any:
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed (exit code {done.returncode})")
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def runs_in_fresh_processes(script: str, argv: Sequence[str], runs: int) -> list[Any]:
+    """The JSON of ``python script --one-run *argv`` in ``runs`` fresh processes, one after another
+    (progress on stderr): how the A/B scripts under ``benchmarks/`` repeat their measurement."""
+    results = []
+    for run in range(runs):
+        print(f"run {run + 1} of {runs}", file=sys.stderr, flush=True)
+        results.append(json_from_fresh_process([script, "--one-run", *argv], f"run {run + 1}"))
+    return results
+
+
+def write_table_and_runs(out: Path, table: str, runs: Sequence[Any]) -> None:
+    """``table`` (Markdown) to ``out`` and ``runs`` to the JSON beside it, each written whole."""
+    write_atomic(out, table)
+    write_atomic(out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:

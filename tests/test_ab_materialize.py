@@ -1,23 +1,12 @@
 """benchmarks/ab_materialize.py: its two programs really differ, and its table's ratios."""
 
-import importlib.util
-from pathlib import Path
-
 import jax
 import pytest
 
 import impl
 from convgrad import bench
 from impl import _formulations
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ab_materialize.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("ab_materialize", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import benchmark_script
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the materialisation is CPU-only")
@@ -30,7 +19,7 @@ def test_without_the_materialisation_the_conditional_is_gone(monkeypatch):
         return bench.grad_step(impl.conv_general_dilated, shape).lower(*args).as_text()
 
     with_it = program()
-    assert _module()._formulations is _formulations
+    assert benchmark_script("ab_materialize")._formulations is _formulations
     monkeypatch.setattr(_formulations, "materialize", lambda array: array)
     without = program()
     assert "stablehlo.case" in with_it or "stablehlo.if" in with_it
@@ -40,5 +29,5 @@ def test_without_the_materialisation_the_conditional_is_gone(monkeypatch):
 def test_table_ratio_is_without_over_with():
     runs = [[{"shape": "dense", "with_s": 0.010, "without_s": 0.020}],
             [{"shape": "dense", "with_s": 0.010, "without_s": 0.030}]]
-    table = _module().markdown(runs, bench.environment())
+    table = benchmark_script("ab_materialize").markdown(runs, bench.environment())
     assert "| dense | 10.0 | 25.0 | 2.00, 3.00 | 2.50 |" in table

@@ -1,6 +1,5 @@
 """benchmarks/compare_runs.py: two environments' bench runs side by side."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from convgrad import bench
+from tests.helpers import benchmark_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_runs.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("compare_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(jax_version, rows):
@@ -36,7 +29,7 @@ def _run(jax_version, rows):
 
 
 def test_ratios_are_per_run_then_median():
-    compare = _module()
+    compare = benchmark_script("compare_runs")
     a = [_run("0.10", [("dense", 0.010, 0.020)]), _run("0.10", [("dense", 0.030, 0.040)])]
     b = [_run("0.12", [("dense", 0.010, 0.010)])] * 2
     table = compare.markdown(a, b, ("old", "new"))
@@ -48,7 +41,7 @@ def test_ratios_are_per_run_then_median():
 
 
 def test_different_suites_are_refused():
-    compare = _module()
+    compare = benchmark_script("compare_runs")
     with pytest.raises(ValueError, match="different suites"):
         compare.markdown([_run("a", [("dense", 1, 1)])], [_run("b", [("other", 1, 1)])], ("a", "b"))
 
