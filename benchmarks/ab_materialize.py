@@ -11,7 +11,6 @@ that function as it is and replaced by the identity, interleaved in one process,
 fresh processes. A ratio above 1 means the materialisation made the step faster.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -70,13 +69,8 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="",
-                        help="comma-separated substrings: keep shapes whose name contains one")
-    parser.add_argument("--out", type=Path, default=RESULTS / "materialize-cpu.md")
-    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
+    parser = bench.ab_arguments(__doc__.splitlines()[0], repeats=7, runs=3,
+                                out=RESULTS / "materialize-cpu.md")
     args = parser.parse_args()
     if not bench.select_shapes(bench.model_suite(), args.only):
         parser.error(f"--only {args.only!r}: no shape's name contains it")

@@ -16,7 +16,6 @@ slower one are flagged. ``--rules _newer_kernels`` instead forces which set of r
 off, those fitted to jaxlib 0.10; on, those refitted for 0.11 and later (``_newer_kernels``).
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -153,16 +152,11 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--runs", type=int, default=2)
+    parser = bench.ab_arguments(__doc__.splitlines()[0], repeats=9, runs=2,
+                                out=RESULTS / "formulation-sweep-cpu.md")
     parser.add_argument("--rules", default=",".join(RULES),
                         help=f"comma-separated, of {', '.join(FORCIBLE)} (default: "
                         f"{', '.join(RULES)})")
-    parser.add_argument("--only", default="",
-                        help="comma-separated substrings: keep shapes whose name contains one")
-    parser.add_argument("--out", type=Path, default=RESULTS / "formulation-sweep-cpu.md")
-    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rules = args.rules.split(",")
     if not set(rules) <= set(FORCIBLE):

@@ -8,6 +8,7 @@ alike; reports give medians and ratios measured in one run. Used by ``convgrad b
 scripts in ``benchmarks/``.
 """
 
+import argparse
 import dataclasses
 import importlib.metadata
 import importlib.util
@@ -380,6 +381,19 @@ def json_from_fresh_process(argv: Sequence[str], what: str) -> Any:
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed (exit code {done.returncode})")
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def ab_arguments(description: str, repeats: int, runs: int, out: Path) -> argparse.ArgumentParser:
+    """The options of every A/B script under ``benchmarks/`` (``--repeats``, ``--runs``,
+    ``--only``, ``--out``, and the hidden ``--one-run`` of ``runs_in_fresh_processes``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--only", default="",
+                        help="comma-separated substrings: keep shapes whose name contains one")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
+    return parser
 
 
 def runs_in_fresh_processes(script: str, argv: Sequence[str], runs: int) -> list[Any]:
