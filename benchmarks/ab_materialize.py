@@ -11,7 +11,6 @@ that function as it is and replaced by the identity, interleaved in one process,
 fresh processes. A ratio above 1 means the materialisation made the step faster.
 """
 
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -26,20 +25,28 @@ from impl import _formulations
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def lowered_steps(shape: bench.Shape, args: tuple[jax.Array, jax.Array]
+                  ) -> dict[str, jax.stages.Lowered]:
+    """The op's step for ``shape`` lowered with the materialisation and with the identity instead."""
+    saved = _formulations.materialize
+    lowered = {}
+    for name, materialize in (("with", saved), ("without", lambda array: array)):
+        _formulations.materialize = materialize
+        try:
+            lowered[name] = bench.grad_step(impl.conv_general_dilated, shape).lower(*args)
+        finally:
+            _formulations.materialize = saved
+    return lowered
+
+
 def one_run(repeats: int, only: str) -> list[dict[str, Any]]:
     """Each suite shape in float32: step seconds with and without the materialisation."""
     rows = []
-    saved = _formulations.materialize
     for shape in bench.select_shapes(bench.model_suite(), only):
         args = bench.make_inputs(shape, "float32")
         steps = {}
-        for name in ("with", "without"):
-            if name == "without":
-                _formulations.materialize = lambda array: array
-            try:
-                compiled = bench.grad_step(impl.conv_general_dilated, shape).lower(*args).compile()
-            finally:
-                _formulations.materialize = saved
+        for name, lowered in lowered_steps(shape, args).items():
+            compiled = lowered.compile()
             steps[name] = (lambda compiled=compiled, args=args:
                            jax.block_until_ready(compiled(*args)))
         times = bench.interleaved_medians(steps, repeats)
@@ -71,18 +78,9 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
 def main() -> int:
     parser = bench.ab_arguments(__doc__.splitlines()[0], repeats=7, runs=3,
                                 out=RESULTS / "materialize-cpu.md")
-    args = parser.parse_args()
-    if not bench.select_shapes(bench.model_suite(), args.only):
-        parser.error(f"--only {args.only!r}: no shape's name contains it")
-    if args.one_run:
-        print(json.dumps(one_run(args.repeats, args.only)))
-        return 0
-    runs = bench.runs_in_fresh_processes(
-        __file__, ["--repeats", str(args.repeats), "--only", args.only], args.runs)
-    table = markdown(runs, bench.environment())
-    bench.write_table_and_runs(args.out, table, runs)
-    print(table)
-    return 0
+    args = bench.parse_ab_arguments(parser, bench.model_suite())
+    return bench.run_ab(args, __file__, lambda: one_run(args.repeats, args.only),
+                        lambda runs: markdown(runs, bench.environment()))
 
 
 if __name__ == "__main__":

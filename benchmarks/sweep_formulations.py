@@ -16,7 +16,6 @@ slower one are flagged. ``--rules _newer_kernels`` instead forces which set of r
 off, those fitted to jaxlib 0.10; on, those refitted for 0.11 and later (``_newer_kernels``).
 """
 
-import json
 import statistics
 import sys
 from collections.abc import Iterator
@@ -157,22 +156,13 @@ def main() -> int:
     parser.add_argument("--rules", default=",".join(RULES),
                         help=f"comma-separated, of {', '.join(FORCIBLE)} (default: "
                         f"{', '.join(RULES)})")
-    args = parser.parse_args()
+    args = bench.parse_ab_arguments(parser, SHAPES)
     rules = args.rules.split(",")
     if not set(rules) <= set(FORCIBLE):
         parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(FORCIBLE)))}")
-    if not bench.select_shapes(SHAPES, args.only):
-        parser.error(f"--only {args.only!r}: no shape's name contains it")
-    if args.one_run:
-        print(json.dumps(one_run(args.repeats, rules, args.only)))
-        return 0
-    runs = bench.runs_in_fresh_processes(
-        __file__, ["--repeats", str(args.repeats), "--rules", args.rules, "--only", args.only],
-        args.runs)
-    table = markdown(runs, bench.environment())
-    bench.write_table_and_runs(args.out, table, runs)
-    print(table)
-    return 0
+    return bench.run_ab(args, __file__, lambda: one_run(args.repeats, rules, args.only),
+                        lambda runs: markdown(runs, bench.environment()),
+                        forward=["--rules", args.rules])
 
 
 if __name__ == "__main__":

@@ -385,7 +385,7 @@ def json_from_fresh_process(argv: Sequence[str], what: str) -> Any:
 
 def ab_arguments(description: str, repeats: int, runs: int, out: Path) -> argparse.ArgumentParser:
     """The options of every A/B script under ``benchmarks/`` (``--repeats``, ``--runs``,
-    ``--only``, ``--out``, and the hidden ``--one-run`` of ``runs_in_fresh_processes``)."""
+    ``--only``, ``--out``, and the hidden ``--one-run`` of ``run_ab``'s fresh processes)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--runs", type=int, default=runs)
@@ -396,20 +396,38 @@ def ab_arguments(description: str, repeats: int, runs: int, out: Path) -> argpar
     return parser
 
 
-def runs_in_fresh_processes(script: str, argv: Sequence[str], runs: int) -> list[Any]:
-    """The JSON of ``python script --one-run *argv`` in ``runs`` fresh processes, one after another
-    (progress on stderr): how the A/B scripts under ``benchmarks/`` repeat their measurement."""
-    results = []
-    for run in range(runs):
-        print(f"run {run + 1} of {runs}", file=sys.stderr, flush=True)
-        results.append(json_from_fresh_process([script, "--one-run", *argv], f"run {run + 1}"))
-    return results
+def parse_ab_arguments(parser: argparse.ArgumentParser, shapes: Sequence[Shape]
+                       ) -> argparse.Namespace:
+    """``parser``'s arguments, with ``--only`` checked against the script's ``shapes``."""
+    args = parser.parse_args()
+    if not select_shapes(shapes, args.only):
+        parser.error(f"--only {args.only!r}: no shape's name contains it")
+    return args
 
 
-def write_table_and_runs(out: Path, table: str, runs: Sequence[Any]) -> None:
-    """``table`` (Markdown) to ``out`` and ``runs`` to the JSON beside it, each written whole."""
-    write_atomic(out, table)
-    write_atomic(out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
+def run_ab(args: argparse.Namespace, script: str, one_run: Callable[[], Any],
+           table: Callable[[list[Any]], str], forward: Sequence[str] = ()) -> int:
+    """The rest of an A/B script's ``main`` once ``ab_arguments`` are parsed.
+
+    In a fresh process (``--one-run``) prints ``one_run()`` as JSON. Otherwise runs ``script
+    --one-run`` with the same ``--repeats``, ``--only`` and ``forward`` in ``args.runs`` fresh
+    processes, one after another (progress on stderr), prints ``table(runs)`` and writes it to
+    ``args.out``, and the runs to the JSON beside it, each file written whole.
+    """
+    if args.one_run:
+        print(json.dumps(one_run()))
+        return 0
+    runs = []
+    for run in range(args.runs):
+        print(f"run {run + 1} of {args.runs}", file=sys.stderr, flush=True)
+        runs.append(json_from_fresh_process(
+            [script, "--one-run", "--repeats", str(args.repeats), "--only", args.only, *forward],
+            f"run {run + 1}"))
+    text = table(runs)
+    write_atomic(args.out, text)
+    write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
+    print(text)
+    return 0
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:
