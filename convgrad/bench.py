@@ -30,8 +30,8 @@ import numpy as np
 from jax import lax
 
 import impl
-from convgrad import _host
 from convgrad.io import write_atomic
+from impl import _host
 
 Step = Callable[[], Any]
 
@@ -343,6 +343,7 @@ def environment() -> dict[str, Any]:
     return {"platform": device.platform, "device": device.device_kind,
             "processor": processor, "cpu_model": model or processor,
             "cpu_features": list(features),
+            "bfloat16_in_float32": _host.bfloat16_in_float32(),
             "cpu_count": _cpu_count(), "versions": versions,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
@@ -352,6 +353,8 @@ def describe_machine(env: dict[str, Any]) -> str:
     parts = [env.get("cpu_model") or env.get("processor") or env["platform"]]
     if env.get("cpu_features"):
         parts.append(", ".join(env["cpu_features"]))
+    if env.get("bfloat16_in_float32"):
+        parts.append("bfloat16 convolutions in float32")
     return f"{env['device']} ({'; '.join(parts)}; {env['cpu_count']} cores)"
 
 

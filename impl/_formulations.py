@@ -30,7 +30,7 @@ from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import mlir
 
-from impl import _vma
+from impl import _host, _vma
 from impl._config import ConvConfig, spatial_shapes
 
 Formulation = Callable[[jax.Array, jax.Array, ConvConfig], jax.Array]
@@ -989,30 +989,59 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     return native
 
 
+def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulation
+              ) -> jax.Array:
+    """``conv`` on CPU in ``cpu``, the formulation that measured fastest for this case.
+
+    Where that formulation loops over images, a loop-free one is lowered instead for programs
+    that span several devices (``_PER_IMAGE_LOOPS``).
+    """
+    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul) or (
+        np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES and cpu in (polyphase, fold_first_axis))
+    if not may_loop:
+        return cpu(lhs, rhs, config)
+
+    def spread(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        with _per_image_loops(False):
+            return cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)(lhs, rhs, config)
+
+    return lax.switch(_one_device_p.bind(), [spread, lambda a, b: cpu(a, b, config)], lhs, rhs)
+
+
+def _widens_bfloat16(dtype: np.dtype, config: ConvConfig) -> bool:
+    """Whether this case is computed in float32 on this host's CPU (``_host``, item 15 of
+    benchmarks/README.md): bfloat16 operands, a result of at most float32, and a CPU without
+    bfloat16 dot-product instructions, where XLA's bfloat16 matrix kernel ran slower than its
+    float32 one and the suite's bfloat16 steps in float32 took 0.70-1.01 of their time."""
+    wanted = config.preferred_element_type
+    return (np.dtype(dtype) == jnp.bfloat16
+            and (wanted is None or np.dtype(wanted) in (np.dtype(jnp.bfloat16), np.float32))
+            and _host.bfloat16_in_float32())
+
+
 def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """``lax.conv_general_dilated(lhs, rhs, **config)`` in the best formulation per backend.
 
     The choice is made when lowering (``lax.platform_dependent``): CPU gets the formulation that
-    measured fastest for this case, other backends the native convolution. On CPU, where that
-    formulation loops over images, a loop-free one is lowered instead for programs that span
-    several devices (``_PER_IMAGE_LOOPS``).
+    measured fastest for this case, other backends the native convolution. Where the host's CPU
+    has no bfloat16 dot products (``_widens_bfloat16``), a bfloat16 case is computed as the
+    float32 one, on operands converted exactly, its result converted back: the sums it
+    accumulates in float32 anyway, of the same products.
     """
-    cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
-    if cpu is native:
-        return native(lhs, rhs, config)
+    if _widens_bfloat16(lhs.dtype, config):
+        result = config.preferred_element_type or lhs.dtype
+        wide = ConvConfig(**{**config.as_lax_kwargs(), "preferred_element_type": None})
+        cpu = cpu_formulation(lhs.shape, rhs.shape, wide, np.dtype(np.float32))
 
-    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul) or (
-        np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES and cpu in (polyphase, fold_first_axis))
+        def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+            return _cpu_conv(lhs.astype(np.float32), rhs.astype(np.float32), wide, cpu
+                             ).astype(result)
+    else:
+        cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
+        if cpu is native:
+            return native(lhs, rhs, config)
 
-    def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        if not may_loop:
-            return cpu(lhs, rhs, config)
-
-        def spread(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-            with _per_image_loops(False):
-                return cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)(lhs, rhs, config)
-
-        return lax.switch(_one_device_p.bind(), [spread, lambda a, b: cpu(a, b, config)],
-                          lhs, rhs)
+        def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+            return _cpu_conv(lhs, rhs, config, cpu)
 
     return lax.platform_dependent(lhs, rhs, cpu=on_cpu, default=lambda a, b: native(a, b, config))

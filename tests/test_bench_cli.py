@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from convgrad import _host, bench
+from convgrad import bench
 from convgrad.cli import main
+from impl import _host
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,7 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
     assert {"jax", "jaxlib"} <= set(report["environment"]["versions"])
     assert report["environment"]["cpu_model"]
     assert set(report["environment"]["cpu_features"]) <= set(_host.CPU_FEATURES)
+    assert isinstance(report["environment"]["bfloat16_in_float32"], bool)
     header, speed_line = (quick_report / "bench.md").read_text().splitlines()[:2]
     assert header.startswith(f"Device: cpu ({report['environment']['cpu_model']}")
     speed = report["machine_speed"]
@@ -177,6 +179,10 @@ def test_machine_description_names_the_processor_and_reads_older_reports():
              "cpu_features": ["avx512f", "amx_bf16"]}
     assert bench.describe_machine(newer) == (
         "cpu (Intel(R) Xeon(R) Processor; avx512f, amx_bf16; 2 cores)")
+    widened = {**older, "cpu_model": "AMD EPYC", "cpu_features": ["avx2"],
+               "bfloat16_in_float32": True}
+    assert bench.describe_machine(widened) == (
+        "cpu (AMD EPYC; avx2; bfloat16 convolutions in float32; 2 cores)")
 
 
 def test_cpu_description_without_a_model_name_or_flags():

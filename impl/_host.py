@@ -1,0 +1,82 @@
+r"""The host's CPU: its name and instruction sets, and whether it multiplies bfloat16 natively.
+
+One CPU formulation rule depends on the host (item 15 of ``benchmarks/README.md``): on an x86 CPU
+without bfloat16 dot-product instructions (AVX-512 BF16 or AMX-BF16) XLA's bfloat16 matrix kernel
+ran slower than its float32 one, and every bfloat16 convolution of the benchmark suite was faster
+computed in float32. The choice is made when the op is traced, so a program exported on one
+machine carries that machine's choice; ``CONVGRAD_CPU_BFLOAT16`` pins it (``native`` or
+``float32``) for such exports and for tests. Every choice is exact up to the order of additions.
+The benchmark reports also name the processor and these instruction sets.
+"""
+
+import functools
+import os
+from pathlib import Path
+
+# Instruction sets that XLA's and oneDNN's bfloat16 kernels use, and that once changed which
+# formulation was fastest: reported with every benchmark.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# Those that make a bfloat16 dot product native rather than converted.
+BFLOAT16_DOT_FEATURES = ("avx512_bf16", "amx_bf16")
+# The environment variable that overrides the host check, and its values.
+BFLOAT16_OVERRIDE = "CONVGRAD_CPU_BFLOAT16"
+BFLOAT16_MODES = ("native", "float32")
+
+
+def _fields(cpuinfo: str) -> dict[str, str]:
+    """The first processor's ``key: value`` fields of Linux's /proc/cpuinfo text."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_description(cpuinfo: str) -> tuple[str | None, tuple[str, ...]]:
+    r"""(model name, which of ``CPU_FEATURES`` it has) from the text of Linux's /proc/cpuinfo.
+
+    >>> cpu_description("model name\t: Example CPU\nflags\t\t: fpu avx2 avx512f amx_bf16\n")
+    ('Example CPU', ('avx2', 'avx512f', 'amx_bf16'))
+    """
+    fields = _fields(cpuinfo)
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name") or None, tuple(name for name in CPU_FEATURES if name in flags)
+
+
+def lacks_bfloat16_dot(cpuinfo: str) -> bool:
+    r"""Whether /proc/cpuinfo's text names an x86 CPU without bfloat16 dot-product instructions.
+
+    Only x86 CPUs list ``flags``; elsewhere (ARM lists ``Features``) or where the text is missing
+    the answer is False, which keeps the bfloat16 formulations as measured on x86 with them.
+
+    >>> lacks_bfloat16_dot("flags\t\t: fpu avx2 fma\n"), lacks_bfloat16_dot("flags\t: avx2 amx_bf16\n")
+    (True, False)
+    >>> lacks_bfloat16_dot("Features\t: fp asimd bf16\n"), lacks_bfloat16_dot("")
+    (False, False)
+    """
+    flags = _fields(cpuinfo).get("flags")
+    return flags is not None and not set(flags.split()) & set(BFLOAT16_DOT_FEATURES)
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def host_cpu() -> tuple[str | None, tuple[str, ...]]:
+    """``cpu_description`` of this machine; ``(None, ())`` where /proc/cpuinfo cannot be read."""
+    return cpu_description(_cpuinfo())
+
+
+def bfloat16_in_float32() -> bool:
+    """Whether the op computes bfloat16 convolutions on CPU in float32: ``CONVGRAD_CPU_BFLOAT16``
+    if set (``float32`` or ``native``), else whether this host ``lacks_bfloat16_dot``."""
+    mode = os.environ.get(BFLOAT16_OVERRIDE, "").strip().lower()
+    if mode and mode not in BFLOAT16_MODES:
+        raise ValueError(f"{BFLOAT16_OVERRIDE}={mode!r}: expected one of {BFLOAT16_MODES} or unset")
+    if mode:
+        return mode == "float32"
+    return lacks_bfloat16_dot(_cpuinfo())

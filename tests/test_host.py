@@ -1,0 +1,105 @@
+"""The host check (``impl._host``) and the bfloat16 convolutions it sends through float32.
+
+On an x86 CPU without bfloat16 dot-product instructions the op computes bfloat16 convolutions in
+float32 (item 15 of benchmarks/README.md). conftest.py pins the other choice for the rest of the
+suite; here each is set by ``CONVGRAD_CPU_BFLOAT16`` and checked against native bfloat16 and in the
+lowered program.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+import impl
+from convgrad.tolerances import tolerance
+from impl import _host
+from tests.helpers import random_array
+
+
+def test_bfloat16_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    assert _host.bfloat16_in_float32()
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, " Native ")
+    assert not _host.bfloat16_in_float32()
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "fp32")
+    with pytest.raises(ValueError, match="CONVGRAD_CPU_BFLOAT16='fp32'"):
+        _host.bfloat16_in_float32()
+    monkeypatch.delenv(_host.BFLOAT16_OVERRIDE)
+    assert _host.bfloat16_in_float32() == _host.lacks_bfloat16_dot(_host._cpuinfo())
+
+
+@pytest.mark.parametrize("flags, lacks", [
+    ("fpu sse2 avx avx2 fma", True),                       # e.g. AMD EPYC (Zen 1-3)
+    ("fpu avx2 avx512f avx512_bf16", False),               # AMD Zen 4, Intel Cooper Lake
+    ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False),   # Intel Sapphire Rapids
+    ("fpu avx2 avx512f", True),                            # AVX-512 without BF16 (Skylake)
+])
+def test_x86_flags_decide(flags: str, lacks: bool) -> None:
+    cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    assert _host.lacks_bfloat16_dot(cpuinfo) is lacks
+
+
+# (lhs, rhs, keyword arguments): cases whose bfloat16 formulations differ from float32's
+# (matrix products per image, channels last, 1-D columns), a grouped and a strided one.
+CASES = [
+    ((2, 64, 28, 28), (64, 64, 3, 3), {}),
+    ((4, 32, 12, 12), (32, 32, 3, 3), {}),
+    ((2, 32, 15, 15), (48, 32, 3, 3), {"window_strides": (2, 2)}),
+    ((2, 32, 14, 14), (32, 4, 3, 3), {"feature_group_count": 8}),
+    ((2, 16, 300), (128, 16, 5), {"window_strides": (2,)}),
+    ((2, 64, 28, 28), (64, 64, 3, 3), {"preferred_element_type": jnp.float32}),
+]
+
+
+def _outputs(conv, lhs: jax.Array, rhs: jax.Array, kwargs: dict):
+    strides = kwargs.get("window_strides", (1,) * (lhs.ndim - 2))
+    options = {k: v for k, v in kwargs.items() if k != "window_strides"}
+
+    def forward(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        return conv(lhs, rhs, strides, "SAME", **options)
+
+    def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.sin(forward(lhs, rhs).astype(jnp.float32)))
+
+    return jax.jit(lambda a, b: (forward(a, b), *jax.grad(loss, (0, 1))(a, b)))(lhs, rhs)
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", CASES, ids=str)
+def test_bfloat16_in_float32_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple,
+                                           rhs_shape: tuple, kwargs: dict) -> None:
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    rng = np.random.default_rng(0)
+    lhs = random_array(rng, lhs_shape, "bfloat16")
+    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(jnp.bfloat16)
+    ours = _outputs(impl.conv_general_dilated, lhs, rhs, kwargs)
+    native = _outputs(lax.conv_general_dilated, lhs, rhs, kwargs)
+    for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, native, strict=True):
+        assert actual.dtype == expected.dtype, what
+        expected = np.asarray(expected, np.float64)
+        error = np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected))
+        assert error <= tolerance("bfloat16"), f"{what}: {error:.3e}"
+
+
+def _product_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str]:
+    """Operand dtypes of the convolutions and matrix products of the op's lowered CPU step."""
+    lhs = jax.ShapeDtypeStruct(lhs_shape, jnp.bfloat16)
+    rhs = jax.ShapeDtypeStruct(rhs_shape, jnp.bfloat16)
+    text = jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, kwargs)).lower(
+        lhs, rhs).as_text()
+    return set(re.findall(r"stablehlo\.(?:dot_general|convolution).*?: \(tensor<[^>]*x(\w+)>", text))
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", CASES[:1] + CASES[-1:], ids=str)
+def test_the_float32_choice_multiplies_in_float32(monkeypatch: pytest.MonkeyPatch,
+                                                       lhs_shape: tuple, rhs_shape: tuple,
+                                                       kwargs: dict) -> None:
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    assert _product_dtypes(lhs_shape, rhs_shape, kwargs) == {"f32"}
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "native")
+    # With a float32 result the rule's convolutions read a float32 cotangent: only the forward's
+    # products are bfloat16 then.
+    assert "bf16" in _product_dtypes(lhs_shape, rhs_shape, kwargs)
