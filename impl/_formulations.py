@@ -1012,7 +1012,8 @@ def _widens_bfloat16(dtype: np.dtype, config: ConvConfig) -> bool:
     """Whether this case is computed in float32 on this host's CPU (``_host``, item 15 of
     benchmarks/README.md): bfloat16 operands, a result of at most float32, and a CPU without
     bfloat16 dot-product instructions, where XLA's bfloat16 matrix kernel ran slower than its
-    float32 one and the suite's bfloat16 steps in float32 took 0.70-1.01 of their time."""
+    float32 one and the suite's bfloat16 steps in float32 took 0.70-1.01 of their time (dense 1-D
+    convolutions keep XLA's bfloat16 kernel, ``conv``)."""
     wanted = config.preferred_element_type
     return (np.dtype(dtype) == jnp.bfloat16
             and (wanted is None or np.dtype(wanted) in (np.dtype(jnp.bfloat16), np.float32))
@@ -1025,10 +1026,15 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     The choice is made when lowering (``lax.platform_dependent``): CPU gets the formulation that
     measured fastest for this case, other backends the native convolution. Where the host's CPU
     has no bfloat16 dot products (``_widens_bfloat16``), a bfloat16 case is computed as the
-    float32 one, on operands converted exactly, its result converted back: the sums it
-    accumulates in float32 anyway, of the same products.
+    float32 one (dense 1-D ones: native), on operands converted exactly, its result converted
+    back: the sums it accumulates in float32 anyway, of the same products.
     """
     if _widens_bfloat16(lhs.dtype, config):
+        if len(config.window_strides) == 1 and max(config.feature_group_count,
+                                                     config.batch_group_count) == 1:
+            # Dense 1-D: XLA's own bfloat16 kernel (the 1-D audio's step in float32 measured
+            # 1.02-1.22 of it, where the bfloat16 products took 1.31).
+            return native(lhs, rhs, config)
         result = config.preferred_element_type or lhs.dtype
         wide = ConvConfig(**{**config.as_lax_kwargs(), "preferred_element_type": None})
         cpu = cpu_formulation(lhs.shape, rhs.shape, wide, np.dtype(np.float32))

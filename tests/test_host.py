@@ -103,3 +103,10 @@ def test_the_float32_choice_multiplies_in_float32(monkeypatch: pytest.MonkeyPatc
     # With a float32 result the rule's convolutions read a float32 cotangent: only the forward's
     # products are bfloat16 then.
     assert "bf16" in _product_dtypes(lhs_shape, rhs_shape, kwargs)
+
+
+def test_dense_one_dimensional_cases_keep_the_native_bfloat16_kernel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    assert _product_dtypes((2, 16, 300), (128, 16, 5), {"window_strides": (2,)}) == {"bf16"}
+    assert _product_dtypes((2, 16, 300), (16, 4, 5), {"feature_group_count": 4}) == {"f32"}
