@@ -44,7 +44,8 @@ def test_x86_flags_decide(flags: str, lacks: bool) -> None:
 
 
 # (lhs, rhs, keyword arguments): cases whose bfloat16 formulations differ from float32's
-# (matrix products per image, channels last, 1-D columns), a grouped and a strided one.
+# (matrix products per image, channels last), a strided and a grouped one, a dense 1-D one (which
+# stays native, where bfloat16 formulations would take columns), and a float32 result.
 CASES = [
     ((2, 64, 28, 28), (64, 64, 3, 3), {}),
     ((4, 32, 12, 12), (32, 32, 3, 3), {}),
