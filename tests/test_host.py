@@ -17,6 +17,7 @@ from jax import lax
 import impl
 from convgrad.tolerances import tolerance
 from impl import _host
+from tests.conv_oracle import relative_error
 from tests.helpers import random_array
 
 
@@ -80,8 +81,7 @@ def test_bfloat16_in_float32_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_
     native = _outputs(lax.conv_general_dilated, lhs, rhs, kwargs)
     for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, native, strict=True):
         assert actual.dtype == expected.dtype, what
-        expected = np.asarray(expected, np.float64)
-        error = np.max(np.abs(np.asarray(actual, np.float64) - expected)) / np.max(np.abs(expected))
+        error = relative_error(actual, expected)
         assert error <= tolerance("bfloat16"), f"{what}: {error:.3e}"
 
 
@@ -96,8 +96,8 @@ def _product_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", CASES[:1] + CASES[-1:], ids=str)
 def test_the_float32_choice_multiplies_in_float32(monkeypatch: pytest.MonkeyPatch,
-                                                       lhs_shape: tuple, rhs_shape: tuple,
-                                                       kwargs: dict) -> None:
+                                                  lhs_shape: tuple, rhs_shape: tuple,
+                                                  kwargs: dict) -> None:
     monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
     assert _product_dtypes(lhs_shape, rhs_shape, kwargs) == {"f32"}
     monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "native")
