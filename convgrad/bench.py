@@ -31,7 +31,7 @@ from jax import lax
 
 import impl
 from convgrad.io import write_atomic
-from impl import _host
+from impl import _formulations, _host
 
 Step = Callable[[], Any]
 
@@ -344,6 +344,7 @@ def environment() -> dict[str, Any]:
             "processor": processor, "cpu_model": model or processor,
             "cpu_features": list(features),
             "bfloat16_in_float32": _host.bfloat16_in_float32(),
+            "float32_rules_without_avx512": _formulations._avx2_float32(np.dtype(np.float32)),
             "cpu_count": _cpu_count(), "versions": versions,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
@@ -355,6 +356,8 @@ def describe_machine(env: dict[str, Any]) -> str:
         parts.append(", ".join(env["cpu_features"]))
     if env.get("bfloat16_in_float32"):
         parts.append("bfloat16 convolutions in float32")
+    if env.get("float32_rules_without_avx512"):
+        parts.append("float32 formulations for CPUs without AVX-512")
     return f"{env['device']} ({'; '.join(parts)}; {env['cpu_count']} cores)"
 
 

@@ -58,6 +58,7 @@ MATMUL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16))
 # in bfloat16 that measured 0.65 (3x3 stride 2) and 0.53 (3-D video) of a step without; in
 # float32 1.12 and 1.16 (slower in the step, though faster alone).
 NESTED_MATMUL_DTYPES = (np.dtype(jnp.bfloat16),)
+# (On x86 CPUs without AVX-512 with jaxlib 0.10, float32 as well: ``_avx2_float32``.)
 # Largest block one loop step of those writes (item 8 of benchmarks/README.md: larger buffers
 # come from mmap and page-fault on every use).
 MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
@@ -73,6 +74,9 @@ MIN_PER_IMAGE_POSITIONS = 28 * 28
 # batch of 32 features (2^18), but 1.09-1.16 on 8x8 with 32 features (2^16).
 MIN_BFLOAT16_SHIFT_POSITIONS = 7 * 7
 MIN_BFLOAT16_SHIFT_WORK = 2**18
+# The same bounds serve float32 ``channels_last_matmul`` on small planes where ``_avx2_float32``,
+# up to this many contracted features (64 on 16x16: 0.84 of the step; 128 on 14x14: 1.27).
+MAX_AVX2_CHANNELS_LAST_FEATURES = 64
 # Largest block of Y (images x taps x outputs) per step of ``channels_last_matmul``: steps against
 # ``shift_matmul`` on three small-plane bfloat16 shapes (one process) 0.85-0.90 with 4 MiB,
 # 0.92-1.37 with 1 MiB and 0.88-1.02 with 16 MiB.
@@ -772,6 +776,33 @@ def _newer_kernels() -> bool:
     return _JAXLIB_VERSION >= NEWER_KERNELS_JAXLIB
 
 
+def _avx2_float32(dtype: np.dtype) -> bool:
+    """Whether float32 products also serve small planes and folded 3-D sub-convolutions.
+
+    On an x86 CPU without AVX-512 (``_host.without_avx512``; an AMD EPYC of the first Zen
+    generation, item 16 of benchmarks/README.md) with jaxlib 0.10, XLA's float32 convolution kernel
+    ran at 25-30 GFLOP/s on the large batch where its matrix kernel ran at 56, and whole steps
+    measured faster with the products in two places where the AVX-512 machines measured them
+    slower (``benchmarks/ab_host_rules.py``, results in
+    ``benchmarks/results/host-rule-avx512-cpu-epyc-zen1.md``; ratios for float32 and for bfloat16
+    computed in float32):
+
+    * ``channels_last_matmul`` on small planes with 3x3 windows at stride 1: the large batch
+      (32 features on 16x16) 0.86 and 0.86, 64 features on 16x16 0.84 and 0.88 (the Xeon: 1.17
+      on the large batch); 128 features on 14x14 lost (1.27 and 1.25), hence at most
+      ``MAX_AVX2_CHANNELS_LAST_FEATURES``;
+    * the matrix-product formulations inside ``fold_first_axis`` (3-D): the video 0.70 and 0.59,
+      stride 2 0.65 and 0.65, a 1x3x3 window 0.41 and 0.36, 16 features on 32x32 0.87 and 0.86;
+      64 features on 14x14 1.15 and 0.86 (the EPYC of the first sessions and the Xeon:
+      1.12-1.34). The strided 3x3 stride 2's phases tie (0.99 and 1.01).
+
+    With jaxlib 0.12's faster convolution kernels the same machine measured ties and losses
+    (video 1.00, large batch 1.13-1.20), so the rule is for jaxlib 0.10's kernels only
+    (``_newer_kernels``).
+    """
+    return np.dtype(dtype) == np.float32 and not _newer_kernels() and _host.without_avx512()
+
+
 def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> bool:
     """Whether ``shift_matmul`` measured faster than XLA:CPU's 2-D convolution kernel.
 
@@ -889,7 +920,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     ``shift_matmul`` where ``_shift_pays``, but not with lhs dilation (the input gradient of a
     strided convolution), where ``polyphase`` into stride-1 phases measured faster; and
     ``channels_last_matmul`` instead where ``_channels_last_pays`` (small bfloat16 planes, 5x5
-    windows: items 13 and 14 of benchmarks/README.md). In 1-D (item 12
+    windows: items 13 and 14 of benchmarks/README.md; small float32 planes where
+    ``_avx2_float32``, 3x3 windows as measured). In 1-D (item 12
     there, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient
     of a stride-2 convolution), in float32 and, from 128 contracted features, in bfloat16;
     ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel
@@ -911,9 +943,14 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     small_plane_pays = (len(window) == 2 and dtype == jnp.bfloat16
                         and positions >= MIN_BFLOAT16_SHIFT_POSITIONS
                         and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK)
+    dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
+    if (_avx2_float32(dtype) and len(window) == 2 and not dilated and not strided
+            and taps < MIN_CHANNELS_LAST_TAPS and features <= MAX_AVX2_CHANNELS_LAST_FEATURES
+            and MIN_BFLOAT16_SHIFT_POSITIONS <= positions < MIN_PER_IMAGE_POSITIONS
+            and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK):
+        return channels_last_matmul  # small float32 planes without AVX-512 (``_avx2_float32``)
     if taps > MAX_UNROLLED_TAPS or (positions < MIN_PER_IMAGE_POSITIONS and not small_plane_pays):
         return None
-    dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
     # The largest buffer of one step: Y (taps x outputs x input phase) or the columns.
     shift_block = taps * outs * np.prod(
         [-(-n // s) for n, s in zip(in_spatial, config.window_strides, strict=True)]
@@ -951,7 +988,8 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
-    if dense and dtype in (NESTED_MATMUL_DTYPES if nested else MATMUL_DTYPES):
+    if dense and (dtype in (NESTED_MATMUL_DTYPES if nested else MATMUL_DTYPES)
+                  or (nested and _avx2_float32(dtype))):
         matmul = _matmul_formulation(lhs_shape, rhs_shape, config, dtype)
         if matmul is not None:
             return matmul
@@ -997,7 +1035,8 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
     that span several devices (``_PER_IMAGE_LOOPS``).
     """
     may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul) or (
-        np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES and cpu in (polyphase, fold_first_axis))
+        cpu in (polyphase, fold_first_axis)
+        and (np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES or _avx2_float32(lhs.dtype)))
     if not may_loop:
         return cpu(lhs, rhs, config)
 

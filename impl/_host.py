@@ -1,12 +1,18 @@
-r"""The host's CPU: its name and instruction sets, and whether it multiplies bfloat16 natively.
+r"""The host's CPU: its name and instruction sets, and the two formulation rules that ask for them.
 
-One CPU formulation rule depends on the host (item 15 of ``benchmarks/README.md``): on an x86 CPU
-without bfloat16 dot-product instructions (AVX-512 BF16 or AMX-BF16) XLA's bfloat16 matrix kernel
-ran slower than its float32 one, and every bfloat16 convolution of the benchmark suite was faster
-computed in float32. The choice is made when the op is traced, so a program exported on one
-machine carries that machine's choice; ``CONVGRAD_CPU_BFLOAT16`` pins it (``native`` or
-``float32``) for such exports and for tests. Every choice is exact up to the order of additions.
-The benchmark reports also name the processor and these instruction sets.
+Two CPU formulation rules depend on the host (items 15 and 16 of ``benchmarks/README.md``):
+
+* on an x86 CPU without bfloat16 dot-product instructions (AVX-512 BF16 or AMX-BF16) XLA's
+  bfloat16 matrix kernel ran slower than its float32 one, and every bfloat16 convolution of the
+  benchmark suite was faster computed in float32 (``bfloat16_in_float32``);
+* on an x86 CPU without AVX-512 at all, XLA's (jaxlib 0.10) float32 products also paid on small
+  planes and inside folded 3-D convolutions, where they lost on the AVX-512 machines that the
+  other rules were fitted on (``without_avx512``).
+
+The choices are made when the op is traced, so a program exported on one machine carries that
+machine's choice; ``CONVGRAD_CPU_BFLOAT16`` (``native`` or ``float32``) and ``CONVGRAD_CPU_AVX512``
+(``yes`` or ``no``) pin them for such exports and for tests. Every choice is exact up to the order
+of additions. The benchmark reports also name the processor and these instruction sets.
 """
 
 import functools
@@ -21,6 +27,9 @@ BFLOAT16_DOT_FEATURES = ("avx512_bf16", "amx_bf16")
 # The environment variable that overrides the host check, and its values.
 BFLOAT16_OVERRIDE = "CONVGRAD_CPU_BFLOAT16"
 BFLOAT16_MODES = ("native", "float32")
+# The environment variable that overrides the AVX-512 check, and its values.
+AVX512_OVERRIDE = "CONVGRAD_CPU_AVX512"
+AVX512_MODES = ("yes", "no")
 
 
 def _fields(cpuinfo: str) -> dict[str, str]:
@@ -58,6 +67,20 @@ def lacks_bfloat16_dot(cpuinfo: str) -> bool:
     return flags is not None and not set(flags.split()) & set(BFLOAT16_DOT_FEATURES)
 
 
+def lacks_avx512(cpuinfo: str) -> bool:
+    r"""Whether /proc/cpuinfo's text names an x86 CPU without AVX-512 (no ``avx512f`` flag).
+
+    As for ``lacks_bfloat16_dot``, non-x86 text and missing text answer False.
+
+    >>> lacks_avx512("flags\t\t: fpu avx2 fma\n"), lacks_avx512("flags\t: avx2 avx512f\n")
+    (True, False)
+    >>> lacks_avx512("Features\t: fp asimd\n"), lacks_avx512("")
+    (False, False)
+    """
+    flags = _fields(cpuinfo).get("flags")
+    return flags is not None and "avx512f" not in flags.split()
+
+
 @functools.cache
 def _cpuinfo() -> str:
     try:
@@ -74,9 +97,25 @@ def host_cpu() -> tuple[str | None, tuple[str, ...]]:
 def bfloat16_in_float32() -> bool:
     """Whether the op computes bfloat16 convolutions on CPU in float32: ``CONVGRAD_CPU_BFLOAT16``
     if set (``float32`` or ``native``), else whether this host ``lacks_bfloat16_dot``."""
-    mode = os.environ.get(BFLOAT16_OVERRIDE, "").strip().lower()
-    if mode and mode not in BFLOAT16_MODES:
-        raise ValueError(f"{BFLOAT16_OVERRIDE}={mode!r}: expected one of {BFLOAT16_MODES} or unset")
+    mode = _override(BFLOAT16_OVERRIDE, BFLOAT16_MODES)
     if mode:
         return mode == "float32"
     return lacks_bfloat16_dot(_cpuinfo())
+
+
+def without_avx512() -> bool:
+    """Whether the op chooses CPU formulations as measured on an x86 CPU without AVX-512:
+    ``CONVGRAD_CPU_AVX512`` if set (``no``: as without, ``yes``: as with), else whether this host
+    ``lacks_avx512``."""
+    mode = _override(AVX512_OVERRIDE, AVX512_MODES)
+    if mode:
+        return mode == "no"
+    return lacks_avx512(_cpuinfo())
+
+
+def _override(variable: str, modes: tuple[str, ...]) -> str:
+    """The environment's setting of ``variable`` (one of ``modes``), or "" where it is unset."""
+    mode = os.environ.get(variable, "").strip().lower()
+    if mode and mode not in modes:
+        raise ValueError(f"{variable}={mode!r}: expected one of {modes} or unset")
+    return mode

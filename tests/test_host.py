@@ -1,9 +1,10 @@
-"""The host check (``impl._host``) and the bfloat16 convolutions it sends through float32.
+"""The host checks (``impl._host``) and the formulations they choose.
 
 On an x86 CPU without bfloat16 dot-product instructions the op computes bfloat16 convolutions in
-float32 (item 15 of benchmarks/README.md). conftest.py pins the other choice for the rest of the
-suite; here each is set by ``CONVGRAD_CPU_BFLOAT16`` and checked against native bfloat16 and in the
-lowered program.
+float32 (item 15 of benchmarks/README.md), and on one without AVX-512 its float32 products also
+serve small planes and folded 3-D convolutions (item 16). conftest.py pins the other choices for
+the rest of the suite; here each is set by ``CONVGRAD_CPU_BFLOAT16`` or ``CONVGRAD_CPU_AVX512`` and
+checked against native and in the program.
 """
 
 import re
@@ -16,7 +17,7 @@ from jax import lax
 
 import impl
 from convgrad.tolerances import tolerance
-from impl import _host
+from impl import _formulations, _host
 from tests.conv_oracle import relative_error
 from tests.helpers import random_array
 
@@ -111,3 +112,59 @@ def test_dense_one_dimensional_cases_keep_the_native_bfloat16_kernel(
     monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
     assert _product_dtypes((2, 16, 300), (128, 16, 5), {"window_strides": (2,)}) == {"bf16"}
     assert _product_dtypes((2, 16, 300), (16, 4, 5), {"feature_group_count": 4}) == {"f32"}
+
+
+def test_avx512_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, "no")
+    assert _host.without_avx512()
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, " YES")
+    assert not _host.without_avx512()
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, "avx2")
+    with pytest.raises(ValueError, match="CONVGRAD_CPU_AVX512='avx2'"):
+        _host.without_avx512()
+    monkeypatch.delenv(_host.AVX512_OVERRIDE)
+    assert _host.without_avx512() == _host.lacks_avx512(_host._cpuinfo())
+
+
+@pytest.mark.parametrize("flags, lacks", [
+    ("fpu sse2 avx avx2 fma", True),                       # e.g. AMD EPYC (Zen 1-3)
+    ("fpu avx2 avx512f avx512_bf16", False),               # AMD Zen 4, Intel Cooper Lake
+    ("fpu avx2 avx512f", False),                           # Intel Skylake
+])
+def test_x86_flags_decide_avx512(flags: str, lacks: bool) -> None:
+    cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
+    assert _host.lacks_avx512(cpuinfo) is lacks
+
+
+# (lhs, rhs): float32 cases that the rule for CPUs without AVX-512 computes differently: a small
+# plane (channels last) and a 3-D convolution (products inside the folded 2-D one).
+AVX2_CASES = [((4, 32, 16, 16), (32, 32, 3, 3)), ((1, 16, 3, 28, 28), (32, 16, 3, 3, 3))]
+
+
+def _compiled_convolutions(lhs: jax.Array, rhs: jax.Array) -> int:
+    """Convolutions left in XLA's optimised CPU program of the op's forward and gradients."""
+    text = jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, {})).lower(
+        lhs, rhs).compile().as_text()
+    return len(re.findall(r"= \S+ convolution\(", text))
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape", AVX2_CASES, ids=str)
+def test_float32_without_avx512_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple,
+                                              rhs_shape: tuple) -> None:
+    rng = np.random.default_rng(1)
+    lhs = random_array(rng, lhs_shape, "float32")
+    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(np.float32)
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, "yes")
+    with_avx512 = _compiled_convolutions(lhs, rhs)
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, "no")
+    without = _compiled_convolutions(lhs, rhs)
+    if _formulations._newer_kernels():
+        assert without == with_avx512  # the rule is for jaxlib 0.10's kernels only
+    else:
+        assert without < with_avx512, (without, with_avx512)
+    ours = _outputs(impl.conv_general_dilated, lhs, rhs, {})
+    native = _outputs(lax.conv_general_dilated, lhs, rhs, {})
+    for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, native, strict=True):
+        assert actual.dtype == expected.dtype, what
+        error = relative_error(actual, expected)
+        assert error <= tolerance("float32"), f"{what}: {error:.3e}"

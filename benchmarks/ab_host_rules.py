@@ -1,0 +1,118 @@
+"""Whether a host-dependent CPU rule pays on this machine: whole steps with it forced each way.
+
+    PYTHONPATH=. python benchmarks/ab_host_rules.py [--rule avx512|bfloat16] [--runs R]
+        [--repeats N] [--only NAMES] [--dtypes D] [--out FILE]
+
+Two of the op's CPU choices depend on the host's instruction sets (``impl._host``): without
+AVX-512, float32 products also serve small planes and folded 3-D convolutions (``--rule avx512``,
+item 16 of benchmarks/README.md); without bfloat16 dot products, bfloat16 convolutions are
+computed in float32 (``--rule bfloat16``, item 15). Each is pinned by an environment variable,
+read when the op is traced. This script lowers the benchmark's step (``convgrad.bench.grad_step``)
+with the variable set each way, on the model suite and a few shapes beyond it, times the two
+programs interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below
+1 means the host rule's choice made the step faster; rows whose two programs are the same are
+listed without times.
+"""
+
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import impl
+from convgrad import bench
+from impl import _host
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# rule: (environment variable, value that applies the rule, value that does not)
+RULES = {"avx512": (_host.AVX512_OVERRIDE, "no", "yes"),
+         "bfloat16": (_host.BFLOAT16_OVERRIDE, "float32", "native")}
+# Small planes and 3-D convolutions beyond the suite (where the AVX-512 rule chooses differently).
+SHAPES = [*bench.model_suite(),
+          bench.Shape("64 features 16x16", "2-D", (128, 64, 16, 16), (64, 64, 3, 3), pad=1),
+          bench.Shape("128 features 14x14", "2-D", (64, 128, 14, 14), (128, 128, 3, 3), pad=1),
+          bench.Shape("32 features 12x12", "2-D", (256, 32, 12, 12), (32, 32, 3, 3), pad=1),
+          bench.Shape("3-D 64 features 14x14", "3-D", (2, 64, 8, 14, 14), (64, 64, 3, 3, 3),
+                      pad=1),
+          bench.Shape("3-D 16 features 32x32", "3-D", (2, 16, 16, 32, 32), (16, 16, 3, 3, 3),
+                      pad=1),
+          bench.Shape("3-D stride 2", "3-D", (2, 32, 16, 56, 56), (64, 32, 3, 3, 3), stride=2,
+                      pad=1),
+          bench.Shape("3-D 1x3x3 valid", "3-D", (4, 64, 8, 28, 28), (64, 64, 1, 3, 3))]
+
+
+def one_run(rule: str, dtypes: list[str], repeats: int, only: str) -> list[dict[str, Any]]:
+    """Each shape and dtype: step seconds with the rule applied and not (this process)."""
+    variable, applied, not_applied = RULES[rule]
+    saved = os.environ.get(variable)
+    rows = []
+    try:
+        for shape in bench.select_shapes(SHAPES, only):
+            for dtype in dtypes:
+                args = bench.make_inputs(shape, dtype)
+                lowered = {}
+                for value in (not_applied, applied):
+                    os.environ[variable] = value
+                    lowered[value] = bench.grad_step(impl.conv_general_dilated, shape).lower(*args)
+                row: dict[str, Any] = {"shape": shape.name, "dtype": dtype,
+                                       "same_program": len({step.as_text()
+                                                            for step in lowered.values()}) == 1}
+                if not row["same_program"]:
+                    compiled = {value: step.compile() for value, step in lowered.items()}
+                    steps = {value: (lambda program=program, args=args:
+                                     jax.block_until_ready(program(*args)))
+                             for value, program in compiled.items()}
+                    times = bench.interleaved_medians(steps, repeats)
+                    row.update(off_s=times[not_applied], on_s=times[applied])
+                rows.append(row)
+    finally:
+        if saved is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved
+    return rows
+
+
+def markdown(rule: str, runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
+    variable, applied, not_applied = RULES[rule]
+    versions = environment["versions"]
+    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
+             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+             f"jit(grad) of sum(sin(conv)) (the benchmark's step) traced with {variable}="
+             f"{not_applied} (off) and ={applied} (on), interleaved medians in each of {len(runs)} "
+             f"processes. ratio = on / off (below 1: the host rule made the step faster).",
+             "",
+             "| shape | dtype | off ms | on ms | ratio per run | median ratio |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    for index, first in enumerate(runs[0]):
+        rows = [run[index] for run in runs]
+        if first["same_program"]:
+            lines.append(f"| {first['shape']} | {first['dtype']} | | | same program | |")
+            continue
+        ratios = [row["on_s"] / row["off_s"] for row in rows]
+        lines.append(
+            f"| {first['shape']} | {first['dtype']} | "
+            f"{1e3 * statistics.median(r['off_s'] for r in rows):.1f} | "
+            f"{1e3 * statistics.median(r['on_s'] for r in rows):.1f} | "
+            f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {statistics.median(ratios):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = bench.ab_arguments(__doc__.splitlines()[0], repeats=7, runs=2,
+                                out=RESULTS / "host-rule-avx512-cpu.md")
+    parser.add_argument("--rule", choices=sorted(RULES), default="avx512")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    args = bench.parse_ab_arguments(parser, SHAPES)
+    dtypes = args.dtypes.split(",")
+    return bench.run_ab(args, __file__, lambda: one_run(args.rule, dtypes, args.repeats, args.only),
+                        lambda runs: markdown(args.rule, runs, bench.environment()),
+                        forward=["--rule", args.rule, "--dtypes", args.dtypes])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
