@@ -8,6 +8,7 @@ checked against native and in the program.
 """
 
 import re
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -22,27 +23,35 @@ from tests.conv_oracle import relative_error
 from tests.helpers import random_array
 
 
-def test_bfloat16_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
-    assert _host.bfloat16_in_float32()
-    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, " Native ")
-    assert not _host.bfloat16_in_float32()
-    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "fp32")
-    with pytest.raises(ValueError, match="CONVGRAD_CPU_BFLOAT16='fp32'"):
-        _host.bfloat16_in_float32()
-    monkeypatch.delenv(_host.BFLOAT16_OVERRIDE)
-    assert _host.bfloat16_in_float32() == _host.lacks_bfloat16_dot(_host._cpuinfo())
+@pytest.mark.parametrize("variable, choice, lacks, on, off", [
+    (_host.BFLOAT16_OVERRIDE, _host.bfloat16_in_float32, _host.lacks_bfloat16_dot, "float32",
+     " Native "),
+    (_host.AVX512_OVERRIDE, _host.without_avx512, _host.lacks_avx512, "no", " YES"),
+], ids=["bfloat16", "avx512"])
+def test_host_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                          choice: Callable[[], bool],
+                                          lacks: Callable[[str], bool], on: str, off: str) -> None:
+    monkeypatch.setenv(variable, on)
+    assert choice()
+    monkeypatch.setenv(variable, off)
+    assert not choice()
+    monkeypatch.setenv(variable, "fp32")
+    with pytest.raises(ValueError, match=f"{variable}='fp32'"):
+        choice()
+    monkeypatch.delenv(variable)
+    assert choice() == lacks(_host._cpuinfo())
 
 
-@pytest.mark.parametrize("flags, lacks", [
-    ("fpu sse2 avx avx2 fma", True),                       # e.g. AMD EPYC (Zen 1-3)
-    ("fpu avx2 avx512f avx512_bf16", False),               # AMD Zen 4, Intel Cooper Lake
-    ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False),   # Intel Sapphire Rapids
-    ("fpu avx2 avx512f", True),                            # AVX-512 without BF16 (Skylake)
+@pytest.mark.parametrize("flags, lacks_bfloat16_dot, lacks_avx512", [
+    ("fpu sse2 avx avx2 fma", True, True),                        # e.g. AMD EPYC (Zen 1-3)
+    ("fpu avx2 avx512f avx512_bf16", False, False),               # AMD Zen 4, Intel Cooper Lake
+    ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, False),   # Sapphire Rapids
+    ("fpu avx2 avx512f", True, False),                            # AVX-512 without BF16 (Skylake)
 ])
-def test_x86_flags_decide(flags: str, lacks: bool) -> None:
+def test_x86_flags_decide(flags: str, lacks_bfloat16_dot: bool, lacks_avx512: bool) -> None:
     cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
-    assert _host.lacks_bfloat16_dot(cpuinfo) is lacks
+    assert _host.lacks_bfloat16_dot(cpuinfo) is lacks_bfloat16_dot
+    assert _host.lacks_avx512(cpuinfo) is lacks_avx512
 
 
 # (lhs, rhs, keyword arguments): cases whose bfloat16 formulations differ from float32's
@@ -112,28 +121,6 @@ def test_dense_one_dimensional_cases_keep_the_native_bfloat16_kernel(
     monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
     assert _product_dtypes((2, 16, 300), (128, 16, 5), {"window_strides": (2,)}) == {"bf16"}
     assert _product_dtypes((2, 16, 300), (16, 4, 5), {"feature_group_count": 4}) == {"f32"}
-
-
-def test_avx512_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_host.AVX512_OVERRIDE, "no")
-    assert _host.without_avx512()
-    monkeypatch.setenv(_host.AVX512_OVERRIDE, " YES")
-    assert not _host.without_avx512()
-    monkeypatch.setenv(_host.AVX512_OVERRIDE, "avx2")
-    with pytest.raises(ValueError, match="CONVGRAD_CPU_AVX512='avx2'"):
-        _host.without_avx512()
-    monkeypatch.delenv(_host.AVX512_OVERRIDE)
-    assert _host.without_avx512() == _host.lacks_avx512(_host._cpuinfo())
-
-
-@pytest.mark.parametrize("flags, lacks", [
-    ("fpu sse2 avx avx2 fma", True),                       # e.g. AMD EPYC (Zen 1-3)
-    ("fpu avx2 avx512f avx512_bf16", False),               # AMD Zen 4, Intel Cooper Lake
-    ("fpu avx2 avx512f", False),                           # Intel Skylake
-])
-def test_x86_flags_decide_avx512(flags: str, lacks: bool) -> None:
-    cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
-    assert _host.lacks_avx512(cpuinfo) is lacks
 
 
 # (lhs, rhs): float32 cases that the rule for CPUs without AVX-512 computes differently: a small
