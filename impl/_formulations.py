@@ -940,14 +940,14 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                 and _taps_pay(taps, positions, min(batch, outs), dtype)):
             return taps_matmul
         return None
-    small_plane_pays = (len(window) == 2 and dtype == jnp.bfloat16
-                        and positions >= MIN_BFLOAT16_SHIFT_POSITIONS
-                        and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK)
+    # A 2-D plane with enough positions and work per image for the per-image products.
+    enough_work = (len(window) == 2 and positions >= MIN_BFLOAT16_SHIFT_POSITIONS
+                   and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK)
+    small_plane_pays = enough_work and dtype == jnp.bfloat16
     dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
-    if (_avx2_float32(dtype) and len(window) == 2 and not dilated and not strided
+    if (enough_work and _avx2_float32(dtype) and not dilated and not strided
             and taps < MIN_CHANNELS_LAST_TAPS and features <= MAX_AVX2_CHANNELS_LAST_FEATURES
-            and MIN_BFLOAT16_SHIFT_POSITIONS <= positions < MIN_PER_IMAGE_POSITIONS
-            and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK):
+            and positions < MIN_PER_IMAGE_POSITIONS):
         return channels_last_matmul  # small float32 planes without AVX-512 (``_avx2_float32``)
     if taps > MAX_UNROLLED_TAPS or (positions < MIN_PER_IMAGE_POSITIONS and not small_plane_pays):
         return None
