@@ -15,7 +15,6 @@ listed without times.
 """
 
 import os
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RULES = {"avx512": (_host.AVX512_OVERRIDE, "no", "yes"),
          "bfloat16": (_host.BFLOAT16_OVERRIDE, "float32", "native")}
 # Small planes and 3-D convolutions beyond the suite (where the AVX-512 rule chooses differently).
-SHAPES = [*bench.model_suite(),
-          bench.Shape("64 features 16x16", "2-D", (128, 64, 16, 16), (64, 64, 3, 3), pad=1),
-          bench.Shape("128 features 14x14", "2-D", (64, 128, 14, 14), (128, 128, 3, 3), pad=1),
-          bench.Shape("32 features 12x12", "2-D", (256, 32, 12, 12), (32, 32, 3, 3), pad=1),
+SHAPES = [*bench.model_suite(), *bench.small_planes(),
           bench.Shape("3-D 64 features 14x14", "3-D", (2, 64, 8, 14, 14), (64, 64, 3, 3, 3),
                       pad=1),
           bench.Shape("3-D 16 features 32x32", "3-D", (2, 16, 16, 32, 32), (16, 16, 3, 3, 3),
@@ -93,12 +89,8 @@ def markdown(rule: str, runs: list[list[dict[str, Any]]], environment: dict[str,
         if first["same_program"]:
             lines.append(f"| {first['shape']} | {first['dtype']} | | | same program | |")
             continue
-        ratios = [row["on_s"] / row["off_s"] for row in rows]
-        lines.append(
-            f"| {first['shape']} | {first['dtype']} | "
-            f"{1e3 * statistics.median(r['off_s'] for r in rows):.1f} | "
-            f"{1e3 * statistics.median(r['on_s'] for r in rows):.1f} | "
-            f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {statistics.median(ratios):.2f} |")
+        cells, _ = bench.ab_cells(rows, "off_s", "on_s")
+        lines.append(f"| {first['shape']} | {first['dtype']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,6 @@ that function as it is and replaced by the identity, interleaved in one process,
 fresh processes. A ratio above 1 means the materialisation made the step faster.
 """
 
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,12 +65,8 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
              "| --- | ---: | ---: | --- | ---: |"]
     for index, first in enumerate(runs[0]):
         rows = [run[index] for run in runs]
-        ratios = [row["without_s"] / row["with_s"] for row in rows]
-        lines.append(
-            f"| {first['shape']} | {1e3 * statistics.median(r['with_s'] for r in rows):.1f} | "
-            f"{1e3 * statistics.median(r['without_s'] for r in rows):.1f} | "
-            f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | "
-            f"{statistics.median(ratios):.2f} |")
+        cells, _ = bench.ab_cells(rows, "with_s", "without_s")
+        lines.append(f"| {first['shape']} | {cells} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,6 @@ slower one are flagged. ``--rules _newer_kernels`` instead forces which set of r
 off, those fitted to jaxlib 0.10; on, those refitted for 0.11 and later (``_newer_kernels``).
 """
 
-import statistics
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,16 +134,12 @@ def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> s
              "| --- | --- | --- | ---: | ---: | --- | ---: | --- | --- |"]
     for index, first in enumerate(runs[0]):
         rows = [run[index] for run in runs]
-        ratios = [row["on_s"] / row["off_s"] for row in rows]
-        median = statistics.median(ratios)
+        cells, median = bench.ab_cells(rows, "off_s", "on_s")
         says = first["rule_says"]
         same = first["same_program"]
         wrong = not same and ((all(says) and median > 1.0) or (not any(says) and median < 1.0))
         lines.append(
-            f"| {first['shape']} | {first['dtype']} | `{first['rule']}` | "
-            f"{1e3 * statistics.median(r['off_s'] for r in rows):.1f} | "
-            f"{1e3 * statistics.median(r['on_s'] for r in rows):.1f} | "
-            f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {median:.2f} | "
+            f"| {first['shape']} | {first['dtype']} | `{first['rule']}` | {cells} | "
             f"{'/'.join('on' if a else 'off' for a in says)} | "
             f"{'same' if same else '!' if wrong else ''} |")
     return "\n".join(lines) + "\n"

@@ -83,6 +83,18 @@ def model_suite() -> list[Shape]:
     ]
 
 
+def small_planes() -> list[Shape]:
+    """Dense 2-D shapes on small planes beyond the suite's large batch, for the A/B scripts: where
+    the CPU rules for small planes and the block sizes of the per-image loops choose."""
+    return [
+        Shape("64 features 16x16", "2-D", (128, 64, 16, 16), (64, 64, 3, 3), pad=1),
+        Shape("128 features 14x14", "2-D", (64, 128, 14, 14), (128, 128, 3, 3), pad=1),
+        Shape("32 features 12x12", "2-D", (256, 32, 12, 12), (32, 32, 3, 3), pad=1),
+        Shape("16 features 32x32", "2-D", (64, 16, 32, 32), (16, 16, 3, 3), pad=1),
+        Shape("32 features 28x28", "2-D", (64, 32, 28, 28), (32, 32, 3, 3), pad=1),
+    ]
+
+
 def quick_suite() -> list[Shape]:
     """Tiny shapes for smoke tests: structure, not speed."""
     return [
@@ -197,6 +209,10 @@ def interleaved_medians(steps: dict[str, Step], repeats: int) -> dict[str, float
 # small enough to stay below glibc's 32 MB mmap threshold (item 8 of benchmarks/README.md).
 SPEED_MATMUL_SIZE = 2048
 SPEED_ELEMENTS = 2**22
+# PyTorch's bfloat16 product is timed on smaller squares: on a CPU without bfloat16 instructions
+# it ran at 0.15-0.2 GFLOP/s (AMD EPYC, Zen 1), 100 s per 2048² product and over 13 minutes for
+# the probe's eight calls, where 512² takes about a quarter of a second.
+SPEED_TORCH_BFLOAT16_SIZE = 512
 
 
 def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
@@ -207,10 +223,12 @@ def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
     report's device line cannot tell. So each run records XLA's float32 and bfloat16 matrix
     products (GFLOP/s; bfloat16 in, float32 accumulation, as the suite's products), an
     elementwise pass (GB/s read and written) and, with PyTorch, its float32 and bfloat16 matrix
-    products: medians of ``repeats`` interleaved calls.
+    products (bfloat16 on ``SPEED_TORCH_BFLOAT16_SIZE`` squares): medians of ``repeats``
+    interleaved calls.
     """
     size = SPEED_MATMUL_SIZE
-    flops = 2 * size**3 / 1e9
+    flops = {name: 2 * n**3 / 1e9 for name, n in (
+        ("matmul", size), ("torch_matmul_bfloat16_gflops", SPEED_TORCH_BFLOAT16_SIZE))}
     speed: dict[str, float] = {}
     matmul = jax.jit(lambda a, b: lax.dot(a, b, preferred_element_type=jnp.float32))
     add_one = jax.jit(lambda x: x + 1)
@@ -224,10 +242,12 @@ def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
     torch = _torch() if with_torch else None
     if torch is not None:
         for dtype in ("float32", "bfloat16"):
-            tensor = torch.ones((size, size), dtype=getattr(torch, dtype))
+            n = SPEED_TORCH_BFLOAT16_SIZE if dtype == "bfloat16" else size
+            tensor = torch.ones((n, n), dtype=getattr(torch, dtype))
             steps[f"torch_matmul_{dtype}_gflops"] = lambda tensor=tensor: tensor @ tensor
     for name, seconds in interleaved_medians(steps, repeats).items():
-        work = 2 * SPEED_ELEMENTS * 4 / 1e9 if name == "xla_elementwise_gbps" else flops
+        work = (2 * SPEED_ELEMENTS * 4 / 1e9 if name == "xla_elementwise_gbps"
+                else flops.get(name, flops["matmul"]))
         speed[name] = work / seconds
     return speed
 
@@ -434,6 +454,21 @@ def run_ab(args: argparse.Namespace, script: str, one_run: Callable[[], Any],
     write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
     print(text)
     return 0
+
+
+def ab_cells(rows: Sequence[dict[str, Any]], before: str, after: str) -> tuple[str, float]:
+    """The cells ``before ms | after ms | ratio per run | median ratio`` of an A/B table's row.
+
+    ``rows`` holds one shape's result from each run, with the two sides' seconds under the keys
+    ``before`` and ``after``; each run's ratio is after / before. Returns the cells and the
+    median ratio.
+    """
+    ratios = [row[after] / row[before] for row in rows]
+    median = statistics.median(ratios)
+    cells = (f"{1e3 * statistics.median(row[before] for row in rows):.1f} | "
+             f"{1e3 * statistics.median(row[after] for row in rows):.1f} | "
+             f"{', '.join(f'{ratio:.2f}' for ratio in ratios)} | {median:.2f}")
+    return cells, median
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:
