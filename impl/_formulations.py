@@ -64,6 +64,10 @@ NESTED_MATMUL_DTYPES = (np.dtype(jnp.bfloat16),)
 MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
 # Most output positions (taps of a filter gradient) for ``taps_matmul``.
 MAX_TAPS_MATMUL_OUTPUTS = 49
+# Largest block of columns one loop step of ``taps_matmul`` gathers where ``_taps_blocks_pay``:
+# lhs features (the forward's images) share a product up to it, one per step where one alone is
+# larger (elsewhere one per step).
+TAPS_BLOCK_BYTES = 2**20
 # Fewest output positions per batch element for the per-element formulations (``shift_matmul``,
 # ``columns_matmul``): below it the loop costs more than the faster products save
 # ((256, 32, 16, 16) measured 1.5x slower in float32).
@@ -556,7 +560,8 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
 # A[(q, b), p] = X̃[b, c, s·q + d·p] (the forward input read once per output position, read
 # straight from the unpadded input by ``_read``) and one (Q·B × P) by (P × O) product,
 # accumulated over c (``lax.scan``): XLA:CPU's matrix kernel instead of its filter-gradient
-# convolution (see benchmarks/README.md).
+# convolution (see benchmarks/README.md). Where ``_taps_blocks_pay``, a block of k features
+# shares one product, A[(q, b), (c, p)] by G[(c, p), o], contracting k·P.
 
 
 def _as_bits(array: jax.Array) -> jax.Array:
@@ -579,7 +584,7 @@ def _from_bits(array: jax.Array, dtype: np.dtype) -> jax.Array:
 
 
 def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A dense convolution with few output positions as one product per lhs feature, summed."""
+    """A dense convolution with few output positions as products over blocks of lhs features."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     dtype = _compute_dtype(lhs, config)
@@ -588,24 +593,33 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     # two copies of the input).
     inputs = jnp.transpose(lhs, (lhs_spec[1], lhs_spec[0], *lhs_spec[2:]))       # (C, B, *S)
     cotangent = jnp.transpose(rhs, (rhs_spec[1], rhs_spec[0], *rhs_spec[2:]))  # (C, O, *K)
-    batch, outs = inputs.shape[1], cotangent.shape[1]
+    features, batch, outs = inputs.shape[0], inputs.shape[1], cotangent.shape[1]
     kind = lhs.dtype
+    block = 1
+    if _taps_blocks_pay(kind):  # a block of features shares one product (``TAPS_BLOCK_BYTES``)
+        columns_bytes = math.prod(out_spatial) * batch * math.prod(window) * kind.itemsize
+        block = _largest_divisor_at_most(features, TAPS_BLOCK_BYTES // max(columns_bytes, 1))
 
-    def feature(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        x, g = pair                                                      # (B, *S), (O, *K)
+    def features_block(total: jax.Array, pair: tuple[jax.Array, jax.Array]
+                       ) -> tuple[jax.Array, None]:
+        x, g = pair                                            # (block, B, *S), (block, O, *K)
+        x = jnp.swapaxes(x, 0, 1)                                        # (B, block, *S)
         columns = [_read(x, [s * q - lo for s, q, (lo, _) in zip(
             config.window_strides, position, config.padding, strict=True)], window,
             config.rhs_dilation, config.lhs_dilation) for position in np.ndindex(*out_spatial)]
         columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1), kind)
-        part = lax.dot_general(columns, _from_bits(g, kind).reshape(outs, -1),
-                               (((1,), (1,)), ((), ())), precision=config.precision,
+        g = _from_bits(jnp.swapaxes(g, 0, 1), kind).reshape(outs, -1)  # (O, block·K)
+        part = lax.dot_general(columns, g, (((1,), (1,)), ((), ())), precision=config.precision,
                                preferred_element_type=dtype)
         return total + part, None
 
     # A fresh zero varies over no mesh axis; the body's sums vary over the operands' (shard_map).
     total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
     total = _vma.as_varying(total, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
-    total, _ = lax.scan(feature, total, (_as_bits(inputs), _as_bits(cotangent.astype(kind))))
+    steps = features // block
+    total, _ = lax.scan(features_block, total, (
+        _as_bits(inputs).reshape(steps, block, *inputs.shape[1:]),
+        _as_bits(cotangent.astype(kind)).reshape(steps, block, *cotangent.shape[1:])))
     out = jnp.moveaxis(total.reshape(*out_spatial, batch, outs), (-2, -1), (0, 1))
     return _from_canonical(out, lhs, config)
 
@@ -801,6 +815,21 @@ def _avx2_float32(dtype: np.dtype) -> bool:
     (``_newer_kernels``).
     """
     return np.dtype(dtype) == np.float32 and not _newer_kernels() and _host.without_avx512()
+
+
+def _taps_blocks_pay(dtype: np.dtype) -> bool:
+    """Whether blocks of lhs features share the products of ``taps_matmul`` (``TAPS_BLOCK_BYTES``).
+
+    Float32 (and bfloat16 computed in float32) on x86 CPUs without AVX-512
+    (``_host.without_avx512``), any jaxlib. On the Zen 1 EPYC of item 17 of benchmarks/README.md
+    the large batch's filter gradient, 256 products (288 × 256) · (256 × 32), took 0.66 of its
+    time alone in blocks of 2-4 images, and the whole step 0.83 (float32) and 0.87 (bfloat16)
+    with jaxlib 0.10.2 (``benchmarks/ab_constants.py``, 3 processes,
+    ``benchmarks/results/taps-blocks-cpu-epyc-zen1.md``), 0.88 and 0.87-0.89 with 0.12.0.1. On
+    the Xeon with AVX-512 the same blocks measured no faster (float32 23-29 ms against 23 in the
+    seventh session, 0.96-1.06 as batched products in the eighth; "Tried and dropped" there).
+    """
+    return np.dtype(dtype) == np.float32 and _host.without_avx512()
 
 
 def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> bool:

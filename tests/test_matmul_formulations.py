@@ -25,7 +25,8 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
-from impl._config import make_config
+from impl import _rule
+from impl._config import make_config, spatial_shapes
 from tests.conv_oracle import (
     AXES,
     STRIDES,
@@ -91,6 +92,33 @@ def test_matmul_formulations_in_the_dtypes_that_select_them(
     for formulation in _formulations_for(choice):
         error = _against_native(formulation, choice, dtype, preferred_element_type=preferred)
         assert error <= tolerance(preferred or dtype), f"{formulation.__name__}: {error:.3e}"
+
+
+@pytest.mark.parametrize("images_per_step", [1, 2, 3, 6])
+def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``_taps_blocks_pay``, a filter gradient's loop takes blocks of the forward's images
+    (``TAPS_BLOCK_BYTES``): every block size, one image per step to all six in one, gives
+    native's sums (float64 here, the rule forced on)."""
+    monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: True)
+    rng = np.random.default_rng(11)
+    lhs, rhs = random_array(rng, (6, 3, 9, 7), "float64"), random_array(rng, (4, 3, 3, 2),
+                                                                         "float64")
+    forward = make_config(lhs, rhs, (2, 1), ((1, 0), (2, 1)), rhs_dilation=(1, 2))
+    cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
+    captured = []
+    _rule.rhs_cotangent(lambda *args: captured.append(args) or formulations.native(*args),
+                        cotangent, lhs, forward, rhs.shape, rhs.dtype)
+    ((images, weights, config),) = captured
+    _, window, out_spatial = spatial_shapes(config, images.shape, weights.shape)
+    one_image = np.prod(out_spatial) * 3 * np.prod(window) * 8  # its columns' bytes
+    monkeypatch.setattr(formulations, "TAPS_BLOCK_BYTES", int(images_per_step * one_image))
+
+    jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images, weights)
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    assert loop.params["length"] == 6 // images_per_step
+    error = formulation_error(formulations.taps_matmul, images, weights, config)
+    assert error <= tolerance("float64"), f"{images_per_step} per step: {error:.3e}"
 
 
 @dataclasses.dataclass
