@@ -1,0 +1,109 @@
+"""Where a block size of the CPU formulations measures best: whole steps with two of its values.
+
+    PYTHONPATH=. python benchmarks/ab_constants.py --constant TAPS_BLOCK_BYTES --values 0,1048576
+        [--runs R] [--repeats N] [--only NAMES] [--dtypes D] [--out FILE]
+
+The loops of the op's CPU matrix-product formulations size their steps by constants of
+``impl._formulations`` (``CONSTANTS`` below). This script lowers the benchmark's step
+(``convgrad.bench.grad_step``) with the constant set to each of the two values, on the model
+suite and the small planes beyond it, times the two programs interleaved in one process, and
+repeats that in ``--runs`` fresh processes. A ratio below 1 means the second value made the step
+faster; rows whose two programs are the same are listed without times.
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+
+import impl
+from convgrad import bench
+from impl import _formulations
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES")
+SHAPES = [*bench.model_suite(), *bench.small_planes()]
+
+
+def lowered_steps(constant: str, values: list[int], shape: bench.Shape,
+                  args: tuple[jax.Array, jax.Array]) -> list[jax.stages.Lowered]:
+    """The op's step for ``shape`` lowered with ``constant`` set to each of ``values``."""
+    saved = getattr(_formulations, constant)
+    lowered = []
+    try:
+        for value in values:
+            setattr(_formulations, constant, value)
+            lowered.append(bench.grad_step(impl.conv_general_dilated, shape).lower(*args))
+    finally:
+        setattr(_formulations, constant, saved)
+    return lowered
+
+
+def one_run(constant: str, values: list[int], dtypes: list[str], repeats: int, only: str
+            ) -> list[dict[str, Any]]:
+    """Each shape and dtype: step seconds with the first value and the second (this process)."""
+    rows = []
+    for shape in bench.select_shapes(SHAPES, only):
+        for dtype in dtypes:
+            args = bench.make_inputs(shape, dtype)
+            first, second = lowered_steps(constant, values, shape, args)
+            row: dict[str, Any] = {"shape": shape.name, "dtype": dtype,
+                                   "same_program": first.as_text() == second.as_text()}
+            if not row["same_program"]:
+                compiled = {"first": first.compile(), "second": second.compile()}
+                steps = {name: (lambda program=program, args=args:
+                                jax.block_until_ready(program(*args)))
+                         for name, program in compiled.items()}
+                times = bench.interleaved_medians(steps, repeats)
+                row.update(first_s=times["first"], second_s=times["second"])
+            rows.append(row)
+    return rows
+
+
+def markdown(constant: str, values: list[int], runs: list[list[dict[str, Any]]],
+             environment: dict[str, Any]) -> str:
+    versions = environment["versions"]
+    first, second = values
+    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
+             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+             f"jit(grad) of sum(sin(conv)) (the benchmark's step) traced with "
+             f"impl._formulations.{constant} = {first} and = {second}, interleaved medians in "
+             f"each of {len(runs)} processes. ratio = {second} / {first} (below 1: {second} made "
+             f"the step faster).",
+             "",
+             f"| shape | dtype | {first} ms | {second} ms | ratio per run | median ratio |",
+             "| --- | --- | ---: | ---: | --- | ---: |"]
+    for index, head in enumerate(runs[0]):
+        rows = [run[index] for run in runs]
+        if head["same_program"]:
+            lines.append(f"| {head['shape']} | {head['dtype']} | | | same program | |")
+            continue
+        cells, _ = bench.ab_cells(rows, "first_s", "second_s")
+        lines.append(f"| {head['shape']} | {head['dtype']} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = bench.ab_arguments(__doc__.splitlines()[0], repeats=9, runs=2,
+                                out=RESULTS / "block-sizes-cpu.md")
+    parser.add_argument("--constant", choices=CONSTANTS, required=True)
+    parser.add_argument("--values", required=True,
+                        help="two comma-separated byte counts: before,after")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    args = bench.parse_ab_arguments(parser, SHAPES)
+    try:
+        values = [int(value) for value in args.values.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2 or min(values) < 0:
+        parser.error(f"--values (={args.values!r}) must be two comma-separated byte counts")
+    dtypes = args.dtypes.split(",")
+    return bench.run_ab(
+        args, __file__, lambda: one_run(args.constant, values, dtypes, args.repeats, args.only),
+        lambda runs: markdown(args.constant, values, runs, bench.environment()),
+        forward=["--constant", args.constant, "--values", args.values, "--dtypes", args.dtypes])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
