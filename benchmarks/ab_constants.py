@@ -74,14 +74,7 @@ def markdown(constant: str, values: list[int], runs: list[list[dict[str, Any]]],
              "",
              f"| shape | dtype | {first} ms | {second} ms | ratio per run | median ratio |",
              "| --- | --- | ---: | ---: | --- | ---: |"]
-    for index, head in enumerate(runs[0]):
-        rows = [run[index] for run in runs]
-        if head["same_program"]:
-            lines.append(f"| {head['shape']} | {head['dtype']} | | | same program | |")
-            continue
-        cells, _ = bench.ab_cells(rows, "first_s", "second_s")
-        lines.append(f"| {head['shape']} | {head['dtype']} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *bench.ab_dtype_rows(runs, "first_s", "second_s")]) + "\n"
 
 
 def main() -> int:

@@ -84,14 +84,7 @@ def markdown(rule: str, runs: list[list[dict[str, Any]]], environment: dict[str,
              "",
              "| shape | dtype | off ms | on ms | ratio per run | median ratio |",
              "| --- | --- | ---: | ---: | --- | ---: |"]
-    for index, first in enumerate(runs[0]):
-        rows = [run[index] for run in runs]
-        if first["same_program"]:
-            lines.append(f"| {first['shape']} | {first['dtype']} | | | same program | |")
-            continue
-        cells, _ = bench.ab_cells(rows, "off_s", "on_s")
-        lines.append(f"| {first['shape']} | {first['dtype']} | {cells} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *bench.ab_dtype_rows(runs, "off_s", "on_s")]) + "\n"
 
 
 def main() -> int:

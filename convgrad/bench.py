@@ -471,6 +471,23 @@ def ab_cells(rows: Sequence[dict[str, Any]], before: str, after: str) -> tuple[s
     return cells, median
 
 
+def ab_dtype_rows(runs: Sequence[Sequence[dict[str, Any]]], before: str, after: str) -> list[str]:
+    """The rows ``| shape | dtype | ab_cells |`` of an A/B table over shapes and dtypes.
+
+    Each run lists one row per shape and dtype, in the same order, with ``same_program`` and,
+    where the two sides' programs differ, their seconds under ``before`` and ``after``. A row
+    whose two programs are the same reads "same program", without times.
+    """
+    lines = []
+    for index, head in enumerate(runs[0]):
+        if head["same_program"]:
+            lines.append(f"| {head['shape']} | {head['dtype']} | | | same program | |")
+            continue
+        cells, _ = ab_cells([run[index] for run in runs], before, after)
+        lines.append(f"| {head['shape']} | {head['dtype']} | {cells} |")
+    return lines
+
+
 def _median_or_none(values: Sequence[float | None]) -> float | None:
     present = [value for value in values if value is not None]
     return statistics.median(present) if present else None
