@@ -48,16 +48,8 @@ def one_run(constant: str, values: list[int], dtypes: list[str], repeats: int, o
         for dtype in dtypes:
             args = bench.make_inputs(shape, dtype)
             first, second = lowered_steps(constant, values, shape, args)
-            row: dict[str, Any] = {"shape": shape.name, "dtype": dtype,
-                                   "same_program": first.as_text() == second.as_text()}
-            if not row["same_program"]:
-                compiled = {"first": first.compile(), "second": second.compile()}
-                steps = {name: (lambda program=program, args=args:
-                                jax.block_until_ready(program(*args)))
-                         for name, program in compiled.items()}
-                times = bench.interleaved_medians(steps, repeats)
-                row.update(first_s=times["first"], second_s=times["second"])
-            rows.append(row)
+            rows.append({"shape": shape.name, "dtype": dtype, **bench.ab_times(
+                {"first": first, "second": second}, args, repeats)})
     return rows
 
 

@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-
 import impl
 from convgrad import bench
 from impl import _host
@@ -54,17 +52,8 @@ def one_run(rule: str, dtypes: list[str], repeats: int, only: str) -> list[dict[
                 for value in (not_applied, applied):
                     os.environ[variable] = value
                     lowered[value] = bench.grad_step(impl.conv_general_dilated, shape).lower(*args)
-                row: dict[str, Any] = {"shape": shape.name, "dtype": dtype,
-                                       "same_program": len({step.as_text()
-                                                            for step in lowered.values()}) == 1}
-                if not row["same_program"]:
-                    compiled = {value: step.compile() for value, step in lowered.items()}
-                    steps = {value: (lambda program=program, args=args:
-                                     jax.block_until_ready(program(*args)))
-                             for value, program in compiled.items()}
-                    times = bench.interleaved_medians(steps, repeats)
-                    row.update(off_s=times[not_applied], on_s=times[applied])
-                rows.append(row)
+                rows.append({"shape": shape.name, "dtype": dtype, **bench.ab_times(
+                    {"off": lowered[not_applied], "on": lowered[applied]}, args, repeats)})
     finally:
         if saved is None:
             os.environ.pop(variable, None)

@@ -227,29 +227,27 @@ def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
     interleaved calls.
     """
     size = SPEED_MATMUL_SIZE
-    flops = {name: 2 * n**3 / 1e9 for name, n in (
-        ("matmul", size), ("torch_matmul_bfloat16_gflops", SPEED_TORCH_BFLOAT16_SIZE))}
-    speed: dict[str, float] = {}
     matmul = jax.jit(lambda a, b: lax.dot(a, b, preferred_element_type=jnp.float32))
     add_one = jax.jit(lambda x: x + 1)
     elements = jnp.ones(SPEED_ELEMENTS, jnp.float32)
     steps: dict[str, Step] = {}
+    work: dict[str, float] = {}  # per step: GFLOP, or GB read and written
     for dtype in ("float32", "bfloat16"):
         square = jnp.ones((size, size), dtype)
         steps[f"xla_matmul_{dtype}_gflops"] = (
             lambda square=square: jax.block_until_ready(matmul(square, square)))
+        work[f"xla_matmul_{dtype}_gflops"] = 2 * size**3 / 1e9
     steps["xla_elementwise_gbps"] = lambda: jax.block_until_ready(add_one(elements))
+    work["xla_elementwise_gbps"] = 2 * SPEED_ELEMENTS * 4 / 1e9
     torch = _torch() if with_torch else None
     if torch is not None:
         for dtype in ("float32", "bfloat16"):
             n = SPEED_TORCH_BFLOAT16_SIZE if dtype == "bfloat16" else size
             tensor = torch.ones((n, n), dtype=getattr(torch, dtype))
             steps[f"torch_matmul_{dtype}_gflops"] = lambda tensor=tensor: tensor @ tensor
-    for name, seconds in interleaved_medians(steps, repeats).items():
-        work = (2 * SPEED_ELEMENTS * 4 / 1e9 if name == "xla_elementwise_gbps"
-                else flops.get(name, flops["matmul"]))
-        speed[name] = work / seconds
-    return speed
+            work[f"torch_matmul_{dtype}_gflops"] = 2 * n**3 / 1e9
+    return {name: work[name] / seconds
+            for name, seconds in interleaved_medians(steps, repeats).items()}
 
 
 def format_speed(speed: dict[str, float]) -> str:
@@ -454,6 +452,20 @@ def run_ab(args: argparse.Namespace, script: str, one_run: Callable[[], Any],
     write_atomic(args.out.with_suffix(".json"), json.dumps(runs, indent=2) + "\n")
     print(text)
     return 0
+
+
+def ab_times(lowered: dict[str, jax.stages.Lowered], args: Sequence[Any], repeats: int
+             ) -> dict[str, Any]:
+    """One row of an A/B script: whether its two sides' programs are the same and, if not, each
+    side's median seconds per step (``<side>_s``), compiled and timed interleaved on ``args``."""
+    row: dict[str, Any] = {"same_program": len({side.as_text() for side in lowered.values()}) == 1}
+    if not row["same_program"]:
+        compiled = {name: side.compile() for name, side in lowered.items()}
+        steps = {name: (lambda program=program: jax.block_until_ready(program(*args)))
+                 for name, program in compiled.items()}
+        row.update({f"{name}_s": seconds
+                    for name, seconds in interleaved_medians(steps, repeats).items()})
+    return row
 
 
 def ab_cells(rows: Sequence[dict[str, Any]], before: str, after: str) -> tuple[str, float]:

@@ -213,6 +213,13 @@ def rule_convolution(side: str, choice: Mapping[str, Any], dtype: Any, seed: int
     lhs, rhs, config = case_operands(choice, dtype, seed)
     out = jax.eval_shape(lambda a, b: formulations.native(a, b, config), lhs, rhs)
     cotangent = random_array(np.random.default_rng(seed + 1), out.shape, dtype)
+    return rule_convolution_of(side, lhs, rhs, config, cotangent)
+
+
+def rule_convolution_of(side: str, lhs: jax.Array, rhs: jax.Array, config: ConvConfig,
+                        cotangent: jax.Array) -> tuple[jax.Array, jax.Array, ConvConfig]:
+    """(lhs, rhs, config) of the convolution the rule builds for ``side`` of
+    ``conv(lhs, rhs, config)`` given the cotangent of its output."""
     captured = []
 
     def capture(a: jax.Array, b: jax.Array, c: ConvConfig) -> jax.Array:

@@ -25,7 +25,6 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
-from impl import _rule
 from impl._config import make_config, spatial_shapes
 from tests.conv_oracle import (
     AXES,
@@ -37,6 +36,7 @@ from tests.conv_oracle import (
     pairwise_cover,
     random_array,
     relative_error,
+    rule_convolution_of,
 )
 from tests.helpers import run_on_eight_cpu_devices
 
@@ -106,10 +106,7 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
                                                                          "float64")
     forward = make_config(lhs, rhs, (2, 1), ((1, 0), (2, 1)), rhs_dilation=(1, 2))
     cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
-    captured = []
-    _rule.rhs_cotangent(lambda *args: captured.append(args) or formulations.native(*args),
-                        cotangent, lhs, forward, rhs.shape, rhs.dtype)
-    ((images, weights, config),) = captured
+    images, weights, config = rule_convolution_of("rhs", lhs, rhs, forward, cotangent)
     _, window, out_spatial = spatial_shapes(config, images.shape, weights.shape)
     one_image = np.prod(out_spatial) * 3 * np.prod(window) * 8  # its columns' bytes
     monkeypatch.setattr(formulations, "TAPS_BLOCK_BYTES", int(images_per_step * one_image))
