@@ -22,7 +22,8 @@ from convgrad import bench
 from impl import _formulations
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES")
+CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
+             "FLAT_LAYOUT")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 

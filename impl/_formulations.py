@@ -85,6 +85,9 @@ MAX_AVX2_CHANNELS_LAST_FEATURES = 64
 # ``shift_matmul`` on three small-plane bfloat16 shapes (one process) 0.85-0.90 with 4 MiB,
 # 0.92-1.37 with 1 MiB and 0.88-1.02 with 16 MiB.
 CHANNELS_LAST_BLOCK_BYTES = 4 * 2**20
+# Whether ``channels_last_matmul`` uses the flat layout where it applies (``_flat_gaps``);
+# ``benchmarks/ab_constants.py --constant FLAT_LAYOUT --values 0,1`` times it.
+FLAT_LAYOUT = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
 MIN_CHANNELS_LAST_TAPS = 25
@@ -656,6 +659,38 @@ def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
     return _from_canonical(_from_bits(out, out_dtype), lhs, config)
 
 
+# The flat layout of ``channels_last_matmul`` at unit strides: one contiguous slice per tap.
+#
+# Padded planes laid end to end share their zeros: each spatial axis of extent n gets g = max(lo, hi)
+# zeros after it (extent E = n + g), and the block's planes are flattened with strides
+# st_a = Π_{a' > a} E_a'. An input position r_a = i_a - lo_a + d_a·t_a below 0 then lands in the
+# trailing zeros of the previous row (or plane: -r_a ≤ lo ≤ g), one at n_a or above in its own
+# (r_a - n_a < hi ≤ g). With ``front`` = Σ lo_a·st_a zeros before the first plane, output o
+# (flattened with the same strides) reads tap t at ``o + off_t``, off_t = Σ d_a·t_a·st_a: each tap
+# is a contiguous slice of Y. The outputs at i_a ≥ m_a (in the gaps) are computed and dropped:
+# 17x17 positions for the 16x16 planes of the large batch, against 18x18 padded apart.
+def _flat_gaps(in_spatial: Sequence[int], out_spatial: Sequence[int], config: ConvConfig
+               ) -> tuple[int, ...] | None:
+    """The zeros after each axis of the flat layout, or None where it does not apply.
+
+    It needs unit strides (checked by the caller), no lhs dilation, non-negative padding, and
+    every output to fit its axis of the layout: m ≤ n + g, i.e. min(lo, hi) ≤ d·(k - 1).
+    """
+    if max(config.lhs_dilation) > 1 or 0 in in_spatial:
+        return None
+    gaps = []
+    for n, m, (lo, hi) in zip(in_spatial, out_spatial, config.padding, strict=True):
+        if min(lo, hi) < 0 or m > n + max(lo, hi):
+            return None
+        gaps.append(max(lo, hi))
+    return tuple(gaps)
+
+
+def _flat_strides(extents: Sequence[int]) -> list[int]:
+    """Row-major strides of a flattened array of these extents."""
+    return [math.prod(extents[a + 1:]) for a in range(len(extents))]
+
+
 # Small planes and long windows, channels last: blocks of images, the input padded once, slices.
 #
 # On planes below 28x28 the per-image steps of ``shift_matmul`` are dominated by its shifted reads,
@@ -667,10 +702,12 @@ def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
 # vectorised fusion (0.8 ms there). A block of images shares each product, sized by
 # ``CHANNELS_LAST_BLOCK_BYTES``. With 5x5 windows the same paid on large planes too (25 pads per
 # image). Y covers every position of X̃, so strides and lhs dilation waste products: the
-# selection uses this only at stride 1 without lhs dilation (``_channels_last_pays``).
+# selection uses this only at stride 1 without lhs dilation (``_channels_last_pays``), and there
+# the planes share their padding (the flat layout above; item 18 of benchmarks/README.md: the
+# large batch's step 0.94-0.96 of the planes padded apart).
 def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """A dense convolution as products over blocks of channels-last images, then strided slices."""
-    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    """A dense convolution as products over blocks of channels-last images, then slices per tap."""
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
     dtype = _compute_dtype(lhs, config)
     out_dtype = config.preferred_element_type or lhs.dtype
@@ -678,22 +715,27 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     filters = jnp.transpose(rhs, (rhs_spec[1], *rhs_spec[2:], rhs_spec[0])).astype(lhs.dtype)
     features, outs = filters.shape[0], filters.shape[-1]
     matrix = filters.reshape(features, -1)
+    gaps = (_flat_gaps(in_spatial, out_spatial, config)
+            if FLAT_LAYOUT and max(config.window_strides) == 1 else None)
     # Padded after the move, not by ``_dilate_and_pad`` before it: the other order compiled to an
     # extra transpose and copy of the cotangent in the large batch's step.
+    pads = ([(lo, hi, a - 1) for (lo, hi), a in zip(config.padding, config.lhs_dilation,
+                                                    strict=True)]
+            if gaps is None else [(0, g, 0) for g in gaps])
     images = lax.pad(jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])),
-                     jnp.zeros((), lhs.dtype),
-                     [(0, 0, 0), *[(lo, hi, a - 1) for (lo, hi), a in zip(
-                         config.padding, config.lhs_dilation, strict=True)], (0, 0, 0)])
-    batch, plane = images.shape[0], images.shape[1:-1]                  # (N, *S̃, C)
+                     jnp.zeros((), lhs.dtype), [(0, 0, 0), *pads, (0, 0, 0)])
+    batch, plane = images.shape[0], images.shape[1:-1]        # (N, *S̃, C), or (N, *E, C) if flat
     per_image = math.prod(plane) * math.prod(window) * outs * np.dtype(dtype).itemsize
     block = _largest_divisor_at_most(batch, CHANNELS_LAST_BLOCK_BYTES // max(per_image, 1))
-    spans = [s * (m - 1) + 1 for s, m in zip(config.window_strides, out_spatial, strict=True)]
 
-    def images_block(x: jax.Array) -> jax.Array:                        # (block, *S̃, C)
-        x = _from_bits(x, lhs.dtype)
-        y = lax.dot_general(x.reshape(-1, features), matrix, (((1,), (0,)), ((), ())),
+    def products(x: jax.Array) -> jax.Array:                            # (rows, C) -> (rows, T, O)
+        y = lax.dot_general(_from_bits(x, lhs.dtype), matrix, (((1,), (0,)), ((), ())),
                             precision=config.precision, preferred_element_type=dtype)
-        y = y.reshape(block, *plane, -1, outs)                          # (block, *S̃, T, O)
+        return y.reshape(x.shape[0], -1, outs)
+
+    def windows_block(x: jax.Array) -> jax.Array:                       # (block, *S̃, C)
+        y = products(x.reshape(-1, features)).reshape(block, *plane, -1, outs)
+        spans = [s * (m - 1) + 1 for s, m in zip(config.window_strides, out_spatial, strict=True)]
         out = None
         for index, tap in enumerate(np.ndindex(*window)):
             starts = [d * t for d, t in zip(config.rhs_dilation, tap, strict=True)]
@@ -703,7 +745,26 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
             out = part if out is None else out + part
         return _as_bits(out.astype(out_dtype))
 
-    out = lax.map(images_block, _as_bits(images).reshape(batch // block, block, *plane, features))
+    strides = _flat_strides(plane)
+    offsets = [sum(d * t * st for d, t, st in zip(config.rhs_dilation, tap, strides, strict=True))
+               for tap in np.ndindex(*window)]
+    front = sum(lo * st for (lo, _), st in zip(config.padding, strides, strict=True))
+    length = block * math.prod(plane)
+
+    def flat_block(x: jax.Array) -> jax.Array:                          # (block, *E, C)
+        x = lax.pad(x.reshape(length, features), jnp.zeros((), x.dtype),
+                    [(front, max(offsets) - front, 0), (0, 0, 0)])
+        y = products(x)                                       # (front + length + back, T, O)
+        out = None
+        for index, offset in enumerate(offsets):
+            part = y[offset:offset + length, index]
+            out = part if out is None else out + part
+        out = lax.slice(out.reshape(block, *plane, outs), [0] * (len(plane) + 2),
+                        [block, *out_spatial, outs])
+        return _as_bits(out.astype(out_dtype))
+
+    out = lax.map(windows_block if gaps is None else flat_block,
+                  _as_bits(images).reshape(batch // block, block, *plane, features))
     out = _from_bits(out, out_dtype).reshape(batch, *out_spatial, outs)
     return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
 

@@ -118,6 +118,55 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     assert error <= tolerance("float64"), f"{images_per_step} per step: {error:.3e}"
 
 
+@pytest.mark.parametrize("padding, rhs_dilation, gaps", [
+    (((1, 1), (1, 1)), (1, 1), (1, 1)),      # SAME: one zero column and row shared
+    (((2, 0), (0, 2)), (1, 1), (2, 2)),      # one-sided
+    (((0, 0), (0, 0)), (1, 1), (0, 0)),      # VALID: no gaps at all
+    (((3, 2), (1, 2)), (2, 1), (3, 2)),      # min(lo, hi) = 2 ≤ d·(k - 1) = 4 and = 2
+    (((3, 3), (1, 1)), (1, 1), None),        # min(lo, hi) = 3 > k - 1: an output would not fit
+    (((1, -1), (1, 1)), (1, 1), None),       # negative padding crops: padded apart instead
+])
+def test_flat_layout_gaps(padding: Any, rhs_dilation: tuple[int, int], gaps: Any) -> None:
+    """``_flat_gaps``: max(lo, hi) zeros after each axis, where every output fits the layout."""
+    lhs, rhs = jnp.ones((1, 1, 7, 6)), jnp.ones((1, 1, 3, 3))
+    config = make_config(lhs, rhs, (1, 1), padding, rhs_dilation=rhs_dilation)
+    in_spatial, _, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    assert formulations._flat_gaps(in_spatial, out_spatial, config) == gaps
+    dilated = make_config(lhs, rhs, (1, 1), padding, lhs_dilation=(2, 1))
+    in_spatial, _, out_spatial = spatial_shapes(dilated, lhs.shape, rhs.shape)
+    assert formulations._flat_gaps(in_spatial, out_spatial, dilated) is None
+
+
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("lhs_shape, rhs_shape, padding, rhs_dilation", [
+    ((6, 3, 9), (4, 3, 3), ((1, 1),), (1,)),
+    ((6, 3, 9, 7), (4, 3, 3, 3), ((1, 1), (1, 1)), (1, 1)),
+    ((6, 3, 9, 7), (4, 3, 3, 2), ((2, 0), (0, 3)), (2, 1)),
+    ((6, 3, 9, 7), (4, 3, 3, 3), ((0, 0), (2, 1)), (1, 2)),
+    ((6, 3, 5, 6, 4), (4, 3, 2, 3, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 2)),
+])
+def test_channels_last_flat_layout_equals_native(
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any,
+        rhs_dilation: tuple[int, ...], flat: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``channels_last_matmul`` at unit strides, in the flat layout (planes end to end, sharing
+    their zeros) and padded apart (``FLAT_LAYOUT`` off), in blocks of two of the six images, gives
+    native's sums in float64 for rank 1 to 3, one-sided and uneven padding and rhs dilation."""
+    monkeypatch.setattr(formulations, "FLAT_LAYOUT", flat)
+    rng = np.random.default_rng(5)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    config = make_config(lhs, rhs, (1,) * len(padding), padding, rhs_dilation=rhs_dilation)
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    assert (formulations._flat_gaps(in_spatial, out_spatial, config) is not None) or not flat
+    one_image = (np.prod([n + lo + hi for n, (lo, hi) in zip(in_spatial, padding, strict=True)])
+                 * np.prod(window) * rhs_shape[0] * 8)  # its Y's bytes, padded apart (the larger)
+    monkeypatch.setattr(formulations, "CHANNELS_LAST_BLOCK_BYTES", int(2 * one_image))
+    jaxpr = jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, config))(lhs, rhs)
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    assert loop.params["length"] == 3
+    error = formulation_error(formulations.channels_last_matmul, lhs, rhs, config)
+    assert error <= tolerance("float64"), f"{error:.3e}"
+
+
 @dataclasses.dataclass
 class _Recorder:
     """Records the CPU formulation chosen for each convolution the op traces."""
