@@ -1,10 +1,11 @@
-"""Where a block size of the CPU formulations measures best: whole steps with two of its values.
+"""Where a block size or layout switch of the CPU formulations measures best: two values' steps.
 
     PYTHONPATH=. python benchmarks/ab_constants.py --constant TAPS_BLOCK_BYTES --values 0,1048576
         [--runs R] [--repeats N] [--only NAMES] [--dtypes D] [--out FILE]
 
 The loops of the op's CPU matrix-product formulations size their steps by constants of
-``impl._formulations`` (``CONSTANTS`` below). This script lowers the benchmark's step
+``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, 0 or 1, switches the flat layout of
+``channels_last_matmul``). This script lowers the benchmark's step
 (``convgrad.bench.grad_step``) with the constant set to each of the two values, on the model
 suite and the small planes beyond it, times the two programs interleaved in one process, and
 repeats that in ``--runs`` fresh processes. A ratio below 1 means the second value made the step
@@ -75,7 +76,8 @@ def main() -> int:
                                 out=RESULTS / "block-sizes-cpu.md")
     parser.add_argument("--constant", choices=CONSTANTS, required=True)
     parser.add_argument("--values", required=True,
-                        help="two comma-separated byte counts: before,after")
+                        help="two comma-separated integers (byte counts; 0 or 1 for "
+                             "FLAT_LAYOUT): before,after")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = bench.parse_ab_arguments(parser, SHAPES)
     try:
@@ -83,7 +85,7 @@ def main() -> int:
     except ValueError:
         values = []
     if len(values) != 2 or min(values) < 0:
-        parser.error(f"--values (={args.values!r}) must be two comma-separated byte counts")
+        parser.error(f"--values (={args.values!r}) must be two comma-separated integers")
     dtypes = args.dtypes.split(",")
     return bench.run_ab(
         args, __file__, lambda: one_run(args.constant, values, dtypes, args.repeats, args.only),
