@@ -122,7 +122,7 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     (((1, 1), (1, 1)), (1, 1), (1, 1)),      # SAME: one zero column and row shared
     (((2, 0), (0, 2)), (1, 1), (2, 2)),      # one-sided
     (((0, 0), (0, 0)), (1, 1), (0, 0)),      # VALID: no gaps at all
-    (((3, 2), (1, 2)), (2, 1), (3, 2)),      # min(lo, hi) = 2 ≤ d·(k - 1) = 4 and = 2
+    (((3, 2), (1, 2)), (2, 1), (3, 2)),      # min(lo, hi) ≤ d·(k - 1): 2 ≤ 4, 1 ≤ 2
     (((3, 3), (1, 1)), (1, 1), None),        # min(lo, hi) = 3 > k - 1: an output would not fit
     (((1, -1), (1, 1)), (1, 1), None),       # negative padding crops: padded apart instead
 ])
@@ -143,6 +143,7 @@ def test_flat_layout_gaps(padding: Any, rhs_dilation: tuple[int, int], gaps: Any
     ((6, 3, 9, 7), (4, 3, 3, 3), ((1, 1), (1, 1)), (1, 1)),
     ((6, 3, 9, 7), (4, 3, 3, 2), ((2, 0), (0, 3)), (2, 1)),
     ((6, 3, 9, 7), (4, 3, 3, 3), ((0, 0), (2, 1)), (1, 2)),
+    ((6, 3, 9, 7), (4, 3, 3, 3), ((3, 0), (1, 1)), (1, 1)),  # lo > k - 1: the tail is cropped
     ((6, 3, 5, 6, 4), (4, 3, 2, 3, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 2)),
 ])
 def test_channels_last_flat_layout_equals_native(
