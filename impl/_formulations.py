@@ -745,13 +745,13 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
             out = part if out is None else out + part
         return _as_bits(out.astype(out_dtype))
 
-    strides = _flat_strides(plane)
-    offsets = [sum(d * t * st for d, t, st in zip(config.rhs_dilation, tap, strides, strict=True))
-               for tap in np.ndindex(*window)]
-    front = sum(lo * st for (lo, _), st in zip(config.padding, strides, strict=True))
-    length = block * math.prod(plane)
-
     def flat_block(x: jax.Array) -> jax.Array:                          # (block, *E, C)
+        strides = _flat_strides(plane)
+        offsets = [sum(d * t * st for d, t, st in zip(config.rhs_dilation, tap, strides,
+                                                      strict=True))
+                   for tap in np.ndindex(*window)]
+        front = sum(lo * st for (lo, _), st in zip(config.padding, strides, strict=True))
+        length = block * math.prod(plane)
         x = lax.pad(x.reshape(length, features), jnp.zeros((), x.dtype),
                     [(front, max(offsets) - front, 0), (0, 0, 0)])
         y = products(x)                                       # (front + length + back, T, O)
