@@ -4,12 +4,13 @@
         [--runs R] [--repeats N] [--only NAMES] [--dtypes D] [--out FILE]
 
 The loops of the op's CPU matrix-product formulations size their steps by constants of
-``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, 0 or 1, switches the flat layout of
-``channels_last_matmul``). This script lowers the benchmark's step
-(``convgrad.bench.grad_step``) with the constant set to each of the two values, on the model
-suite and the small planes beyond it, times the two programs interleaved in one process, and
-repeats that in ``--runs`` fresh processes. A ratio below 1 means the second value made the step
-faster; rows whose two programs are the same are listed without times.
+``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT`` and ``OUTPUT_OVER_INPUT``, 0 or 1,
+switch the flat layout of ``channels_last_matmul`` and its loop's writing over its input). This
+script lowers the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each
+of the two values, on the model suite and the small planes beyond it, times the two programs
+interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means
+the second value made the step faster; rows whose two programs are the same are listed without
+times.
 """
 
 import sys
@@ -24,7 +25,7 @@ from impl import _formulations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
-             "FLAT_LAYOUT")
+             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 
@@ -77,7 +78,7 @@ def main() -> int:
     parser.add_argument("--constant", choices=CONSTANTS, required=True)
     parser.add_argument("--values", required=True,
                         help="two comma-separated integers (byte counts; 0 or 1 for "
-                             "FLAT_LAYOUT): before,after")
+                             "FLAT_LAYOUT and OUTPUT_OVER_INPUT): before,after")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = bench.parse_ab_arguments(parser, SHAPES)
     try:

@@ -88,6 +88,9 @@ CHANNELS_LAST_BLOCK_BYTES = 4 * 2**20
 # Whether ``channels_last_matmul`` uses the flat layout where it applies (``_flat_gaps``);
 # ``benchmarks/ab_constants.py --constant FLAT_LAYOUT --values 0,1`` times it.
 FLAT_LAYOUT = True
+# Whether its flat-layout loop writes each block's output over that block's own input rows, where
+# they fit, instead of into ``lax.map``'s zeroed output buffer (item 19 of benchmarks/README.md).
+OUTPUT_OVER_INPUT = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
 MIN_CHANNELS_LAST_TAPS = 25
@@ -772,9 +775,37 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
         blocks = _as_bits(images).reshape(batch // block, length, features)
         blocks = lax.pad(blocks, jnp.zeros((), blocks.dtype),
                          [(0, 0, 0), (front, max(offsets) - front, 0), (0, 0, 0)])
-        out = lax.map(flat_block, blocks)
+        rows = _output_rows(blocks, block * math.prod(out_spatial) * outs, out_dtype)
+        if rows is None:
+            out = lax.map(flat_block, blocks)
+        else:
+            # Step i reads block i, then writes its output over the block's first rows: no
+            # zeroed output buffer (8 MB for the large batch) and no new one. The loop's carry
+            # varies over the mesh axes of both operands (shard_map), as its writes do.
+            def step(index: jax.Array, carried: jax.Array) -> jax.Array:
+                x = lax.dynamic_index_in_dim(carried, index, keepdims=False)
+                out = flat_block(x).reshape(1, rows, features)
+                return lax.dynamic_update_slice(carried, out, (index, 0, 0))
+
+            blocks = _vma.as_varying(blocks, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
+            out = lax.fori_loop(0, batch // block, step, blocks)[:, :rows]
     out = _from_bits(out, out_dtype).reshape(batch, *out_spatial, outs)
     return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
+
+
+def _output_rows(blocks: jax.Array, size: int, out_dtype: np.dtype) -> int | None:
+    """Rows of ``blocks``' steps that hold a step's ``size`` outputs, or None if they do not fit.
+
+    ``blocks`` is (steps, rows, features) in the loop's storage type (``_as_bits``); the outputs
+    fit if they have that type, are a whole number of rows, and no more than a step holds.
+    """
+    stored = jax.eval_shape(_as_bits, jax.ShapeDtypeStruct((), out_dtype)).dtype
+    if not OUTPUT_OVER_INPUT or stored != blocks.dtype:
+        return None
+    rows, features = blocks.shape[1:]
+    if size % features or size > rows * features:
+        return None
+    return size // features
 
 
 def materialize(array: jax.Array) -> jax.Array:

@@ -168,6 +168,89 @@ def test_channels_last_flat_layout_equals_native(
     assert error <= tolerance("float64"), f"{error:.3e}"
 
 
+@pytest.mark.parametrize("blocks_shape, dtype, size, rows", [
+    ((3, 178, 4), np.float32, 504, 126),   # 504 outputs = 126 rows of 4 features, of 178
+    ((3, 178, 3), np.float32, 534, 178),   # exactly a step's rows
+    ((3, 178, 3), np.float32, 537, None),  # one row more than a step holds
+    ((3, 178, 5), np.float32, 378, None),  # not a whole number of rows
+    ((3, 178, 4), np.uint16, 504, None),   # stored bfloat16 inputs, float32 outputs
+])
+def test_output_rows(blocks_shape: tuple[int, ...], dtype: Any, size: int, rows: Any) -> None:
+    """``_output_rows``: the rows a step's outputs take over its own input rows, where they fit
+    (same storage type, whole rows, no more than the step holds)."""
+    blocks = jnp.zeros(blocks_shape, dtype)
+    assert formulations._output_rows(blocks, size, np.dtype(np.float32)) == rows
+
+
+@pytest.mark.parametrize("over_input", [True, False])
+@pytest.mark.parametrize("lhs_shape, rhs_shape, padding, in_place", [
+    # Blocks of 2 images, 10x8 planes with their gaps plus 9 + 9 margin rows: 178 rows a step.
+    ((6, 4, 9, 7), (4, 4, 3, 3), ((1, 1), (1, 1)), True),    # 2·9·7·4 = 504 outputs = 126 rows
+    ((6, 3, 9, 7), (2, 3, 3, 3), ((1, 1), (1, 1)), True),    # 252 outputs = 84 rows of 3
+    ((6, 2, 9, 7), (4, 2, 3, 3), ((1, 1), (1, 1)), False),   # 504 outputs, 356 input values
+    ((6, 5, 9, 7), (3, 5, 3, 3), ((1, 1), (1, 1)), False),   # 378 outputs: not whole rows of 5
+])
+def test_channels_last_output_over_input(
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any, in_place: bool,
+        over_input: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flat layout's loop writes each block's output over its own input rows where they fit
+    (a loop carrying the blocks, no stacked output), else maps the blocks; both give native's
+    sums in float64."""
+    monkeypatch.setattr(formulations, "OUTPUT_OVER_INPUT", over_input)
+    rng = np.random.default_rng(6)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    config = make_config(lhs, rhs, (1, 1), padding)
+    one_image = 10 * 8 * 9 * rhs_shape[0] * 8  # its Y's bytes in the flat layout
+    monkeypatch.setattr(formulations, "CHANNELS_LAST_BLOCK_BYTES", int(2.5 * one_image))
+    jaxpr = jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, config))(lhs, rhs)
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    assert loop.params["length"] == 3
+    # lax.fori_loop carries (index, blocks); lax.map carries nothing and stacks its outputs.
+    assert loop.params["num_carry"] == (2 if in_place and over_input else 0)
+    error = formulation_error(formulations.channels_last_matmul, lhs, rhs, config)
+    assert error <= tolerance("float64"), f"{error:.3e}"
+
+
+OVER_INPUT_SHARD_MAP_SCRIPT = """
+import json
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+import impl._formulations as formulations
+from impl._config import make_config
+from tests.conv_oracle import relative_error
+formulations.CHANNELS_LAST_BLOCK_BYTES = 2 * 10 * 8 * 9 * 2 * 8  # blocks of 2 of 6 images
+mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+keys = jax.random.split(jax.random.key(0))
+lhs = jax.random.normal(keys[0], (24, 4, 9, 7), "float64")
+rhs = jax.random.normal(keys[1], (4, 4, 3, 3), "float64")
+local = make_config(lhs[:6], rhs[:2], (1, 1), ((1, 1), (1, 1)))
+seen = []
+
+def conv(a, b):
+    out = formulations.channels_last_matmul(a, b, local)
+    seen.append(str(jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, local))(
+        a, b)))
+    return out
+
+# Images over "data", output features over "model" (check_vma on, its default): the loop's
+# writes vary over both axes.
+got = jax.jit(jax.shard_map(conv, mesh=mesh, in_specs=(P("data"), P("model")),
+                            out_specs=P("data", "model")))(lhs, rhs)
+want = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), ((1, 1), (1, 1)))
+print(json.dumps({"error": relative_error(got, want), "carried": "num_carry=2" in seen[0]}))
+"""
+
+
+def test_channels_last_output_over_input_under_shard_map() -> None:
+    """Inside ``shard_map`` with the images over one mesh axis and the filters' output features
+    over another, the loop that writes over its input type-checks and gives native's sums."""
+    result = json.loads(run_on_eight_cpu_devices(OVER_INPUT_SHARD_MAP_SCRIPT).splitlines()[-1])
+    assert result["carried"], result
+    assert result["error"] <= tolerance("float64"), result
+
+
 @dataclasses.dataclass
 class _Recorder:
     """Records the CPU formulation chosen for each convolution the op traces."""
