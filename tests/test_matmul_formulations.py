@@ -194,8 +194,8 @@ def test_channels_last_output_over_input(
         lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any, in_place: bool,
         over_input: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """The flat layout's loop writes each block's output over its own input rows where they fit
-    (a loop carrying the blocks, no stacked output), else maps the blocks; both give native's
-    sums in float64."""
+    (``_output_rows`` gives their rows), else maps the blocks; both give native's sums in
+    float64."""
     monkeypatch.setattr(formulations, "OUTPUT_OVER_INPUT", over_input)
     rows = []
     output_rows = formulations._output_rows
