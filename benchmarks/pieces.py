@@ -20,14 +20,12 @@ processes of each time and of each process's ratios (this VM's speed moves betwe
 import argparse
 import functools
 import json
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 import impl
 from convgrad import bench
@@ -58,11 +56,9 @@ def torch_pieces(shape: bench.Shape, lhs: jax.Array, rhs: jax.Array, cotangent: 
     torch = bench._torch()
     if torch is None:
         return {}
-    x, f, g = (torch.from_numpy(np.array(a.astype(np.float32))).to(getattr(torch, str(a.dtype)))
-               for a in (lhs, rhs, cotangent))
+    x, f, g = (bench.to_torch(torch, a) for a in (lhs, rhs, cotangent))
     spatial = len(shape.lhs_shape) - 2
-    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-            3: torch.nn.functional.conv3d}[spatial]
+    conv = bench.torch_conv(torch, shape)
     options = ([shape.stride] * spatial, [shape.pad] * spatial, [shape.dilation] * spatial, False,
                [0] * spatial, shape.groups)
 
@@ -104,11 +100,10 @@ def measure(shape: bench.Shape, dtype: str, repeats: int) -> dict[str, dict[str,
     return table
 
 
-def _median_ratio(tables: list[dict[str, dict[str, float]]], piece: str, other: str
-                  ) -> float | None:
-    ratios = [table[piece]["ours"] / table[piece][other] for table in tables
-              if other in table[piece]]
-    return statistics.median(ratios) if ratios else None
+def _ratios(tables: list[dict[str, dict[str, float]]], piece: str, other: str) -> list[float]:
+    """Each process's ours/``other`` for ``piece`` (none where ``other`` was not measured)."""
+    return [table[piece]["ours"] / table[piece][other] for table in tables
+            if other in table[piece]]
 
 
 def markdown(shape: bench.Shape, dtype: str, repeats: int,
@@ -129,11 +124,11 @@ def markdown(shape: bench.Shape, dtype: str, repeats: int,
     for piece in (*PIECES, "loss", "whole step"):
         times = [bench._median_or_none([table[piece].get(name) for table in tables])
                  for name in ("ours", "native", "torch")]
-        per_process = ", ".join(f"{table[piece]['ours'] / table[piece]['torch']:.2f}"
-                                for table in tables if "torch" in table[piece]) or "n/a"
+        to_native, to_torch = _ratios(tables, piece, "native"), _ratios(tables, piece, "torch")
         cells = [*(bench._ms(time) for time in times),
-                 bench._ratio(_median_ratio(tables, piece, "native")),
-                 bench._ratio(_median_ratio(tables, piece, "torch")), per_process]
+                 bench._ratio(bench._median_or_none(to_native)),
+                 bench._ratio(bench._median_or_none(to_torch)),
+                 ", ".join(f"{ratio:.2f}" for ratio in to_torch) or "n/a"]
         lines.append(f"| {piece} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

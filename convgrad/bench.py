@@ -154,13 +154,24 @@ def _torch() -> Any:
     return torch
 
 
+def torch_conv(torch: Any, shape: Shape) -> Callable[..., Any]:
+    """PyTorch's functional convolution of ``shape``'s rank (``conv1d``, ``conv2d``, ``conv3d``)."""
+    return {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
+            3: torch.nn.functional.conv3d}[len(shape.lhs_shape) - 2]
+
+
+def to_torch(torch: Any, array: jax.Array) -> Any:
+    """``array`` as a PyTorch CPU tensor of the same dtype (bfloat16 through float32, exactly)."""
+    return torch.from_numpy(np.array(array.astype(jnp.float32))).to(getattr(torch,
+                                                                             str(array.dtype)))
+
+
 def torch_step(shape: Shape, dtype: str) -> Step | None:
     """PyTorch CPU autograd of the same loss, or ``None`` without torch (an optional extra)."""
     torch = _torch()
     if torch is None:
         return None
-    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-            3: torch.nn.functional.conv3d}[len(shape.lhs_shape) - 2]
+    conv = torch_conv(torch, shape)
     torch_dtype = getattr(torch, dtype)
     generator = torch.Generator().manual_seed(0)
     lhs = torch.randn(shape.lhs_shape, generator=generator).to(torch_dtype).requires_grad_()
@@ -185,8 +196,7 @@ def loss_steps(out: jax.Array, with_torch: bool) -> dict[str, Step]:
     steps: dict[str, Step] = {"xla": lambda: jax.block_until_ready(cosine(out))}
     torch = _torch() if with_torch else None
     if torch is not None:
-        tensor = torch.from_numpy(np.array(out.astype(jnp.float32))).to(getattr(torch,
-                                                                              str(out.dtype)))
+        tensor = to_torch(torch, out)
         steps["torch"] = lambda: (torch.sin(tensor), torch.cos(tensor))
     return steps
 
