@@ -4,8 +4,9 @@
         [--runs R] [--repeats N] [--only NAMES] [--dtypes D] [--out FILE]
 
 The loops of the op's CPU matrix-product formulations size their steps by constants of
-``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT`` and ``OUTPUT_OVER_INPUT``, 0 or 1,
-switch the flat layout of ``channels_last_matmul`` and its loop's writing over its input). This
+``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, ``OUTPUT_OVER_INPUT`` and
+``TRANSPOSE_AS_MATRIX``, 0 or 1, switch the flat layout of ``channels_last_matmul``, its loop's
+writing over its input and the transpose of its result). This
 script lowers the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each
 of the two values, on the model suite and the small planes beyond it, times the two programs
 interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means
@@ -25,7 +26,7 @@ from impl import _formulations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
-             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT")
+             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 
@@ -78,7 +79,8 @@ def main() -> int:
     parser.add_argument("--constant", choices=CONSTANTS, required=True)
     parser.add_argument("--values", required=True,
                         help="two comma-separated integers (byte counts; 0 or 1 for "
-                             "FLAT_LAYOUT and OUTPUT_OVER_INPUT): before,after")
+                             "FLAT_LAYOUT, OUTPUT_OVER_INPUT and TRANSPOSE_AS_MATRIX): "
+                             "before,after")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = bench.parse_ab_arguments(parser, SHAPES)
     try:

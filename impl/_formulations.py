@@ -91,6 +91,9 @@ FLAT_LAYOUT = True
 # Whether its flat-layout loop writes each block's output over that block's own input rows, where
 # they fit, instead of into ``lax.map``'s zeroed output buffer (item 19 of benchmarks/README.md).
 OUTPUT_OVER_INPUT = True
+# Whether it moves a result in the default layout to channels first as one (positions × features)
+# transpose per image, not a transpose of all the result's axes (item 20 of benchmarks/README.md).
+TRANSPOSE_AS_MATRIX = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
 MIN_CHANNELS_LAST_TAPS = 25
@@ -789,7 +792,14 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
 
             blocks = _vma.as_varying(blocks, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
             out = lax.fori_loop(0, batch // block, step, blocks)[:, :rows]
-    out = _from_bits(out, out_dtype).reshape(batch, *out_spatial, outs)
+    out = _from_bits(out, out_dtype)
+    if TRANSPOSE_AS_MATRIX and tuple(out_spec) == tuple(range(len(out_spec))):
+        # XLA:CPU lays out a transpose of all axes so that it is a bitcast and, where the result
+        # is one of a program's outputs (jit(grad) wrt both operands), copies it twice: unchanged,
+        # then transposed. As (positions × features) matrices it writes the result once, and a
+        # loss term such as cos(conv(x, f)) fuses into that write.
+        return jnp.swapaxes(out.reshape(batch, -1, outs), 1, 2).reshape(batch, outs, *out_spatial)
+    out = out.reshape(batch, *out_spatial, outs)
     return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
 
 

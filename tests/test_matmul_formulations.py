@@ -13,6 +13,7 @@ select them.
 
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -211,6 +212,36 @@ def test_channels_last_output_over_input(
     assert loop.params["length"] == 3
     expected = lhs_shape[0] // 3 * 9 * 7 * rhs_shape[0] // lhs_shape[1]  # 2 images, rows of C
     assert rows == [expected if in_place and over_input else None]
+    error = formulation_error(formulations.channels_last_matmul, lhs, rhs, config)
+    assert error <= tolerance("float64"), f"{error:.3e}"
+
+
+@pytest.mark.parametrize("as_matrix", [True, False])
+@pytest.mark.parametrize("layout, lhs_shape, rhs_shape", [
+    (None, (4, 3, 9, 7), (5, 3, 3, 3)),                              # the matrix transpose
+    (("NHWC", "HWIO", "NHWC"), (4, 9, 7, 3), (3, 3, 3, 5)),          # channels last: none
+    (("NWCH", "WHOI", "NCHW"), (4, 7, 3, 9), (3, 3, 5, 3)),          # another output order
+    (None, (4, 3, 9), (5, 3, 3)),                                    # 1-D: the same either way
+])
+def test_channels_last_result_transpose(
+        layout: Any, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], as_matrix: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``channels_last_matmul`` moves a default-layout result to channels first as one
+    (positions × features) transpose per image (``TRANSPOSE_AS_MATRIX``), other output layouts
+    by a transpose of all axes; either way, native's sums in float64."""
+    monkeypatch.setattr(formulations, "TRANSPOSE_AS_MATRIX", as_matrix)
+    rng = np.random.default_rng(7)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    rank = len(lhs_shape) - 2
+    config = make_config(lhs, rhs, (1,) * rank, ((1, 1),) * rank, dimension_numbers=layout)
+    jaxpr = jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, config))(lhs, rhs)
+    _, _, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    matrices = (lhs.shape[0], rhs.shape[0], math.prod(out_spatial))  # (N, O, positions), default
+    matrix_transposes = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "transpose"
+                         and eqn.params["permutation"] == (0, 2, 1)
+                         and eqn.outvars[0].aval.shape == matrices]
+    # In 1-D the transpose of all axes is that matrix transpose too.
+    assert len(matrix_transposes) == (layout is None and (as_matrix or rank == 1)), jaxpr
     error = formulation_error(formulations.channels_last_matmul, lhs, rhs, config)
     assert error <= tolerance("float64"), f"{error:.3e}"
 
