@@ -219,8 +219,9 @@ def test_channels_last_output_over_input(
 @pytest.mark.parametrize("as_matrix", [True, False])
 @pytest.mark.parametrize("layout, lhs_shape, rhs_shape", [
     (None, (4, 3, 9, 7), (5, 3, 3, 3)),                              # the matrix transpose
+    (("NWCH", "WHOI", "NCHW"), (4, 7, 3, 9), (3, 3, 5, 3)),          # default output: the same
     (("NHWC", "HWIO", "NHWC"), (4, 9, 7, 3), (3, 3, 3, 5)),          # channels last: none
-    (("NWCH", "WHOI", "NCHW"), (4, 7, 3, 9), (3, 3, 5, 3)),          # another output order
+    (("NCHW", "OIHW", "NHCW"), (4, 3, 9, 7), (5, 3, 3, 3)),          # another output order
     (None, (4, 3, 9), (5, 3, 3)),                                    # 1-D: the same either way
 ])
 def test_channels_last_result_transpose(
@@ -235,13 +236,15 @@ def test_channels_last_result_transpose(
     rank = len(lhs_shape) - 2
     config = make_config(lhs, rhs, (1,) * rank, ((1, 1),) * rank, dimension_numbers=layout)
     jaxpr = jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, config))(lhs, rhs)
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
     _, _, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
-    matrices = (lhs.shape[0], rhs.shape[0], math.prod(out_spatial))  # (N, O, positions), default
+    matrices = (lhs.shape[lhs_spec[0]], rhs.shape[rhs_spec[0]], math.prod(out_spatial))
     matrix_transposes = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "transpose"
                          and eqn.params["permutation"] == (0, 2, 1)
-                         and eqn.outvars[0].aval.shape == matrices]
+                         and eqn.outvars[0].aval.shape == matrices]   # (N, O, positions)
+    default_output = tuple(out_spec) == tuple(range(rank + 2))
     # In 1-D the transpose of all axes is that matrix transpose too.
-    assert len(matrix_transposes) == (layout is None and (as_matrix or rank == 1)), jaxpr
+    assert len(matrix_transposes) == (default_output and (as_matrix or rank == 1)), jaxpr
     error = formulation_error(formulations.channels_last_matmul, lhs, rhs, config)
     assert error <= tolerance("float64"), f"{error:.3e}"
 
