@@ -6,7 +6,8 @@
 The loops of the op's CPU matrix-product formulations size their steps by constants of
 ``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, ``OUTPUT_OVER_INPUT`` and
 ``TRANSPOSE_AS_MATRIX``, 0 or 1, switch the flat layout of ``channels_last_matmul``, its loop's
-writing over its input and the transpose of its result). This
+writing over its input and the transpose of its result, and ``SCAN_UNBLOCKED`` how
+``taps_matmul`` scans one feature per step). This
 script lowers the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each
 of the two values, on the model suite and the small planes beyond it, times the two programs
 interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means
@@ -26,7 +27,7 @@ from impl import _formulations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
-             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX")
+             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 
@@ -78,9 +79,8 @@ def main() -> int:
                                 out=RESULTS / "block-sizes-cpu.md")
     parser.add_argument("--constant", choices=CONSTANTS, required=True)
     parser.add_argument("--values", required=True,
-                        help="two comma-separated integers (byte counts; 0 or 1 for "
-                             "FLAT_LAYOUT, OUTPUT_OVER_INPUT and TRANSPOSE_AS_MATRIX): "
-                             "before,after")
+                        help="two comma-separated integers (byte counts; 0 or 1 for the "
+                             "switches): before,after")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     args = bench.parse_ab_arguments(parser, SHAPES)
     try:

@@ -26,6 +26,7 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
+from impl import _host
 from impl._config import make_config, spatial_shapes
 from tests.conv_oracle import (
     AXES,
@@ -117,6 +118,69 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     assert loop.params["length"] == 6 // images_per_step
     error = formulation_error(formulations.taps_matmul, images, weights, config)
     assert error <= tolerance("float64"), f"{images_per_step} per step: {error:.3e}"
+
+
+@pytest.mark.parametrize("widened", [False, True])
+def test_taps_matmul_scans_single_images_as_they_lie(widened: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one lhs feature (forward image) per step, ``taps_matmul`` scans its (C, B, *S)
+    operands as they lie, not a (C, 1, B, *S) reshape that XLA:CPU copied whole into the loop's
+    layout (``SCAN_UNBLOCKED``); on float32 copies of bfloat16 operands (``_WIDENED``) it keeps
+    the reshape, which measured faster there (item 21 of benchmarks/README.md). Both give
+    native's sums (float64)."""
+    monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: False)
+    rng = np.random.default_rng(12)
+    lhs, rhs = random_array(rng, (5, 3, 9, 7), "float64"), random_array(rng, (4, 3, 3, 2),
+                                                                         "float64")
+    forward = make_config(lhs, rhs, (2, 1), ((1, 0), (2, 1)), rhs_dilation=(1, 2))
+    cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
+    images, weights, config = rule_convolution_of("rhs", lhs, rhs, forward, cotangent)
+    token = formulations._WIDENED.set(widened)
+    try:
+        jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images,
+                                                                                  weights)
+        error = formulation_error(formulations.taps_matmul, images, weights, config)
+    finally:
+        formulations._WIDENED.reset(token)
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    xs = loop.invars[loop.params["num_consts"] + loop.params["num_carry"]:]
+    # (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block axis after C.
+    shapes = [v.aval.shape for v in xs]
+    if widened:
+        assert [shape[:2] for shape in shapes] == [(5, 1), (5, 1)] and {
+            len(shape) for shape in shapes} == {5}
+    else:
+        assert [shape[0] for shape in shapes] == [5, 5] and {len(shape) for shape in shapes} == {4}
+    assert loop.params["length"] == 5
+    assert error <= tolerance("float64"), f"widened={widened}: {error:.3e}"
+
+
+@pytest.mark.parametrize("dtype, mode, widened", [("float32", "float32", False),
+                                                  ("bfloat16", "float32", True),
+                                                  ("bfloat16", "native", False)])
+def test_conv_marks_the_float32_copies_of_bfloat16_cases(
+        monkeypatch: pytest.MonkeyPatch, dtype: str, mode: str, widened: bool) -> None:
+    """``_WIDENED`` is set exactly while ``conv`` traces a formulation on float32 copies of a
+    bfloat16 case's operands (``_host.BFLOAT16_OVERRIDE`` fixes the host's mode), for the
+    forward and both gradients, and is clear again afterwards."""
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, mode)
+    seen = []
+    cpu_conv = formulations._cpu_conv
+
+    def recording(*args: Any) -> jax.Array:
+        seen.append(formulations._WIDENED.get())
+        return cpu_conv(*args)
+
+    monkeypatch.setattr(formulations, "_cpu_conv", recording)
+
+    def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        out = impl.conv_general_dilated(lhs, rhs, (1, 1), "SAME")
+        return jnp.sum(out.astype(jnp.float32))
+
+    jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(
+        jax.ShapeDtypeStruct((16, 64, 56, 56), dtype), jax.ShapeDtypeStruct((64, 64, 3, 3), dtype))
+    assert len(seen) >= 3 and set(seen) == {widened}
+    assert formulations._WIDENED.get() is False
 
 
 @pytest.mark.parametrize("padding, rhs_dilation, gaps", [
