@@ -96,6 +96,17 @@ def test_matmul_formulations_in_the_dtypes_that_select_them(
         assert error <= tolerance(preferred or dtype), f"{formulation.__name__}: {error:.3e}"
 
 
+def _filter_gradient_case(seed: int, images: int) -> tuple[jax.Array, jax.Array, Any]:
+    """(lhs, rhs, config) of the filter gradient's convolution for a strided, dilated float64
+    forward of ``images`` images: its lhs features are the forward's images."""
+    rng = np.random.default_rng(seed)
+    lhs, rhs = random_array(rng, (images, 3, 9, 7), "float64"), random_array(rng, (4, 3, 3, 2),
+                                                                              "float64")
+    forward = make_config(lhs, rhs, (2, 1), ((1, 0), (2, 1)), rhs_dilation=(1, 2))
+    cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
+    return rule_convolution_of("rhs", lhs, rhs, forward, cotangent)
+
+
 @pytest.mark.parametrize("images_per_step", [1, 2, 3, 6])
 def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -103,12 +114,7 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     (``TAPS_BLOCK_BYTES``): every block size, one image per step to all six in one, gives
     native's sums (float64 here, the rule forced on)."""
     monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: True)
-    rng = np.random.default_rng(11)
-    lhs, rhs = random_array(rng, (6, 3, 9, 7), "float64"), random_array(rng, (4, 3, 3, 2),
-                                                                         "float64")
-    forward = make_config(lhs, rhs, (2, 1), ((1, 0), (2, 1)), rhs_dilation=(1, 2))
-    cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
-    images, weights, config = rule_convolution_of("rhs", lhs, rhs, forward, cotangent)
+    images, weights, config = _filter_gradient_case(11, images=6)
     _, window, out_spatial = spatial_shapes(config, images.shape, weights.shape)
     one_image = np.prod(out_spatial) * 3 * np.prod(window) * 8  # its columns' bytes
     monkeypatch.setattr(formulations, "TAPS_BLOCK_BYTES", int(images_per_step * one_image))
@@ -129,12 +135,7 @@ def test_taps_matmul_scans_single_images_as_they_lie(widened: bool,
     the reshape, which measured faster there (item 21 of benchmarks/README.md). Both give
     native's sums (float64)."""
     monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: False)
-    rng = np.random.default_rng(12)
-    lhs, rhs = random_array(rng, (5, 3, 9, 7), "float64"), random_array(rng, (4, 3, 3, 2),
-                                                                         "float64")
-    forward = make_config(lhs, rhs, (2, 1), ((1, 0), (2, 1)), rhs_dilation=(1, 2))
-    cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
-    images, weights, config = rule_convolution_of("rhs", lhs, rhs, forward, cotangent)
+    images, weights, config = _filter_gradient_case(12, images=5)
     token = formulations._WIDENED.set(widened)
     try:
         jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images,
