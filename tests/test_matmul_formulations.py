@@ -144,9 +144,9 @@ def test_taps_matmul_scans_single_images_as_they_lie(widened: bool,
     finally:
         formulations._WIDENED.reset(token)
     (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
-    xs = loop.invars[loop.params["num_consts"] + loop.params["num_carry"]:]
-    # (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block axis after C.
-    shapes = [v.aval.shape for v in xs]
+    # The scanned operands: (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block axis
+    # after C. (The loop's other operand, the running sum, is a matrix.)
+    shapes = [v.aval.shape for v in loop.invars if v.aval.ndim > 2]
     if widened:
         assert [shape[:2] for shape in shapes] == [(5, 1), (5, 1)] and {
             len(shape) for shape in shapes} == {5}
