@@ -856,12 +856,13 @@ _PER_IMAGE_LOOPS = contextvars.ContextVar("convgrad_per_image_loops", default=Tr
 
 
 @contextlib.contextmanager
-def _per_image_loops(allowed: bool) -> Iterator[None]:
-    token = _PER_IMAGE_LOOPS.set(allowed)
+def _setting(variable: contextvars.ContextVar[bool], value: bool) -> Iterator[None]:
+    """``variable`` set to ``value`` while tracing the block (``_PER_IMAGE_LOOPS``, ``_WIDENED``)."""
+    token = variable.set(value)
     try:
         yield
     finally:
-        _PER_IMAGE_LOOPS.reset(token)
+        variable.reset(token)
 
 
 def _one_device_per_program(axis_context: Any) -> bool:
@@ -1193,7 +1194,7 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
         return cpu(lhs, rhs, config)
 
     def spread(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        with _per_image_loops(False):
+        with _setting(_PER_IMAGE_LOOPS, False):
             return cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)(lhs, rhs, config)
 
     return lax.switch(_one_device_p.bind(), [spread, lambda a, b: cpu(a, b, config)], lhs, rhs)
@@ -1235,12 +1236,9 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
         cpu = cpu_formulation(lhs.shape, rhs.shape, wide, np.dtype(np.float32))
 
         def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-            token = _WIDENED.set(True)
-            try:
+            with _setting(_WIDENED, True):
                 return _cpu_conv(lhs.astype(np.float32), rhs.astype(np.float32), wide, cpu
                                  ).astype(result)
-            finally:
-                _WIDENED.reset(token)
     else:
         cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
         if cpu is native:

@@ -27,7 +27,7 @@ import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
 from impl import _host
-from impl._config import make_config, spatial_shapes
+from impl._config import ConvConfig, make_config, spatial_shapes
 from tests.conv_oracle import (
     AXES,
     STRIDES,
@@ -96,7 +96,7 @@ def test_matmul_formulations_in_the_dtypes_that_select_them(
         assert error <= tolerance(preferred or dtype), f"{formulation.__name__}: {error:.3e}"
 
 
-def _filter_gradient_case(seed: int, images: int) -> tuple[jax.Array, jax.Array, Any]:
+def _filter_gradient_case(seed: int, images: int) -> tuple[jax.Array, jax.Array, ConvConfig]:
     """(lhs, rhs, config) of the filter gradient's convolution for a strided, dilated float64
     forward of ``images`` images: its lhs features are the forward's images."""
     rng = np.random.default_rng(seed)
@@ -136,13 +136,10 @@ def test_taps_matmul_scans_single_images_as_they_lie(widened: bool,
     native's sums (float64)."""
     monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: False)
     images, weights, config = _filter_gradient_case(12, images=5)
-    token = formulations._WIDENED.set(widened)
-    try:
+    with formulations._setting(formulations._WIDENED, widened):
         jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images,
                                                                                   weights)
         error = formulation_error(formulations.taps_matmul, images, weights, config)
-    finally:
-        formulations._WIDENED.reset(token)
     (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
     # The scanned operands: (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block axis
     # after C. (The loop's other operand, the running sum, is a matrix.)
