@@ -95,8 +95,8 @@ OUTPUT_OVER_INPUT = True
 # transpose per image, not a transpose of all the result's axes (item 20 of benchmarks/README.md).
 TRANSPOSE_AS_MATRIX = True
 # Whether ``taps_matmul`` with one lhs feature per step scans its (C, B, *S) operands as they lie,
-# adding the step's block axis inside the body, instead of scanning a (C, 1, B, *S) reshape, except
-# where a bfloat16 case is computed in float32 (``_WIDENED``; item 21 of benchmarks/README.md).
+# adding the step's block axis inside the body, instead of scanning a (C, 1, B, *S) reshape (items
+# 21 and 22 of benchmarks/README.md).
 SCAN_UNBLOCKED = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
@@ -631,11 +631,9 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     total = _vma.as_varying(total, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
     steps = features // block
     inputs, cotangent = _as_bits(inputs), _as_bits(cotangent.astype(kind))
-    if block == 1 and SCAN_UNBLOCKED and not _WIDENED.get():
+    if block == 1 and SCAN_UNBLOCKED:
         # XLA:CPU lays a (C, 1, B, *S) reshape out differently from the loop's slices and copies
         # both whole operands into the loop's layout; the size-1 axis added per step costs nothing.
-        # (Where the operands are float32 copies of bfloat16 ones, the forward's loop reads the
-        # same copy; there the step measured slower without the filter gradient's own, item 21.)
         total, _ = lax.scan(lambda total, pair: features_block(
             total, (pair[0][None], pair[1][None])), total, (inputs, cotangent))
     else:
@@ -857,7 +855,7 @@ _PER_IMAGE_LOOPS = contextvars.ContextVar("convgrad_per_image_loops", default=Tr
 
 @contextlib.contextmanager
 def _setting(variable: contextvars.ContextVar[bool], value: bool) -> Iterator[None]:
-    """``variable`` set to ``value`` while tracing the block (``_PER_IMAGE_LOOPS``, ``_WIDENED``)."""
+    """``variable`` set to ``value`` while tracing the block (``_PER_IMAGE_LOOPS``)."""
     token = variable.set(value)
     try:
         yield
@@ -1201,9 +1199,6 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
 
 
 # Set while ``conv`` traces a bfloat16 case's formulation on float32 copies of its operands.
-_WIDENED = contextvars.ContextVar("convgrad_widened", default=False)
-
-
 def _widens_bfloat16(dtype: np.dtype, config: ConvConfig) -> bool:
     """Whether this case is computed in float32 on this host's CPU (``_host``, item 15 of
     benchmarks/README.md): bfloat16 operands, a result of at most float32, and a CPU without
@@ -1236,9 +1231,8 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
         cpu = cpu_formulation(lhs.shape, rhs.shape, wide, np.dtype(np.float32))
 
         def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-            with _setting(_WIDENED, True):
-                return _cpu_conv(lhs.astype(np.float32), rhs.astype(np.float32), wide, cpu
-                                 ).astype(result)
+            return _cpu_conv(lhs.astype(np.float32), rhs.astype(np.float32), wide, cpu
+                             ).astype(result)
     else:
         cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
         if cpu is native:

@@ -26,7 +26,6 @@ from jax import lax
 import impl
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
-from impl import _host
 from impl._config import ConvConfig, make_config, spatial_shapes
 from tests.conv_oracle import (
     AXES,
@@ -126,62 +125,30 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     assert error <= tolerance("float64"), f"{images_per_step} per step: {error:.3e}"
 
 
-@pytest.mark.parametrize("widened", [False, True])
-def test_taps_matmul_scans_single_images_as_they_lie(widened: bool,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_taps_matmul_scans_single_images_as_they_lie(monkeypatch: pytest.MonkeyPatch) -> None:
     """With one lhs feature (forward image) per step, ``taps_matmul`` scans its (C, B, *S)
     operands as they lie, not a (C, 1, B, *S) reshape that XLA:CPU copied whole into the loop's
-    layout (``SCAN_UNBLOCKED``); on float32 copies of bfloat16 operands (``_WIDENED``) it keeps
-    the reshape, which measured faster there (item 21 of benchmarks/README.md). Both give
-    native's sums (float64)."""
+    layout (``SCAN_UNBLOCKED``, items 21 and 22 of benchmarks/README.md), and gives native's sums
+    (float64); switched off, it scans the reshape, with the same sums."""
     monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: False)
     images, weights, config = _filter_gradient_case(12, images=5)
-    with formulations._setting(formulations._WIDENED, widened):
+    for unblocked in (True, False):
+        monkeypatch.setattr(formulations, "SCAN_UNBLOCKED", unblocked)
         jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images,
                                                                                   weights)
         error = formulation_error(formulations.taps_matmul, images, weights, config)
-    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
-    # The scanned operands: (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block axis
-    # after C. (The loop's other operand, the running sum, is a matrix.)
-    shapes = [v.aval.shape for v in loop.invars if v.aval.ndim > 2]
-    if widened:
-        assert [shape[:2] for shape in shapes] == [(5, 1), (5, 1)] and {
-            len(shape) for shape in shapes} == {5}
-    else:
-        assert [shape[0] for shape in shapes] == [5, 5] and {len(shape) for shape in shapes} == {4}
-    assert loop.params["length"] == 5
-    assert error <= tolerance("float64"), f"widened={widened}: {error:.3e}"
-
-
-@pytest.mark.parametrize("dtype, mode, widened", [("float32", "float32", False),
-                                                  ("bfloat16", "float32", True),
-                                                  ("bfloat16", "native", False)])
-def test_conv_marks_the_float32_copies_of_bfloat16_cases(
-        monkeypatch: pytest.MonkeyPatch, dtype: str, mode: str, widened: bool) -> None:
-    """``_WIDENED`` is set exactly while ``conv`` traces a formulation on float32 copies of a
-    bfloat16 case's operands (``_host.BFLOAT16_OVERRIDE`` fixes the host's mode), for the
-    forward and both gradients, and is clear again afterwards. The rules for jaxlib 0.10 choose
-    a formulation for all three convolutions here (later ones choose native's kernel for two in
-    float32, which ``conv`` then calls without ``_cpu_conv``)."""
-    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, mode)
-    monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)
-    seen = []
-    cpu_conv = formulations._cpu_conv
-
-    def recording(*args: Any) -> jax.Array:
-        seen.append(formulations._WIDENED.get())
-        return cpu_conv(*args)
-
-    monkeypatch.setattr(formulations, "_cpu_conv", recording)
-
-    def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        out = impl.conv_general_dilated(lhs, rhs, (1, 1), "SAME")
-        return jnp.sum(out.astype(jnp.float32))
-
-    jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(
-        jax.ShapeDtypeStruct((16, 64, 56, 56), dtype), jax.ShapeDtypeStruct((64, 64, 3, 3), dtype))
-    assert seen == [widened] * 3
-    assert formulations._WIDENED.get() is False
+        (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+        # The scanned operands: (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block
+        # axis after C. (The loop's other operand, the running sum, is a matrix.)
+        shapes = [v.aval.shape for v in loop.invars if v.aval.ndim > 2]
+        if unblocked:
+            assert [shape[0] for shape in shapes] == [5, 5] and {
+                len(shape) for shape in shapes} == {4}
+        else:
+            assert [shape[:2] for shape in shapes] == [(5, 1), (5, 1)] and {
+                len(shape) for shape in shapes} == {5}
+        assert loop.params["length"] == 5
+        assert error <= tolerance("float64"), f"unblocked={unblocked}: {error:.3e}"
 
 
 @pytest.mark.parametrize("padding, rhs_dilation, gaps", [
