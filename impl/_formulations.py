@@ -1198,7 +1198,6 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
     return lax.switch(_one_device_p.bind(), [spread, lambda a, b: cpu(a, b, config)], lhs, rhs)
 
 
-# Set while ``conv`` traces a bfloat16 case's formulation on float32 copies of its operands.
 def _widens_bfloat16(dtype: np.dtype, config: ConvConfig) -> bool:
     """Whether this case is computed in float32 on this host's CPU (``_host``, item 15 of
     benchmarks/README.md): bfloat16 operands, a result of at most float32, and a CPU without
