@@ -125,30 +125,29 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     assert error <= tolerance("float64"), f"{images_per_step} per step: {error:.3e}"
 
 
-def test_taps_matmul_scans_single_images_as_they_lie(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("unblocked", [True, False])
+def test_taps_matmul_scans_single_images_as_they_lie(unblocked: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """With one lhs feature (forward image) per step, ``taps_matmul`` scans its (C, B, *S)
     operands as they lie, not a (C, 1, B, *S) reshape that XLA:CPU copied whole into the loop's
     layout (``SCAN_UNBLOCKED``, items 21 and 22 of benchmarks/README.md), and gives native's sums
     (float64); switched off, it scans the reshape, with the same sums."""
     monkeypatch.setattr(formulations, "_taps_blocks_pay", lambda dtype: False)
+    monkeypatch.setattr(formulations, "SCAN_UNBLOCKED", unblocked)
     images, weights, config = _filter_gradient_case(12, images=5)
-    for unblocked in (True, False):
-        monkeypatch.setattr(formulations, "SCAN_UNBLOCKED", unblocked)
-        jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images,
-                                                                                  weights)
-        error = formulation_error(formulations.taps_matmul, images, weights, config)
-        (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
-        # The scanned operands: (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block
-        # axis after C. (The loop's other operand, the running sum, is a matrix.)
-        shapes = [v.aval.shape for v in loop.invars if v.aval.ndim > 2]
-        if unblocked:
-            assert [shape[0] for shape in shapes] == [5, 5] and {
-                len(shape) for shape in shapes} == {4}
-        else:
-            assert [shape[:2] for shape in shapes] == [(5, 1), (5, 1)] and {
-                len(shape) for shape in shapes} == {5}
-        assert loop.params["length"] == 5
-        assert error <= tolerance("float64"), f"unblocked={unblocked}: {error:.3e}"
+    jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images, weights)
+    error = formulation_error(formulations.taps_matmul, images, weights, config)
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    # The scanned operands: (C, B, *S) and (C, O, *K) as they lie, or with a size-1 block axis
+    # after C. (The loop's other operand, the running sum, is a matrix.)
+    shapes = [v.aval.shape for v in loop.invars if v.aval.ndim > 2]
+    if unblocked:
+        assert [shape[0] for shape in shapes] == [5, 5] and {len(shape) for shape in shapes} == {4}
+    else:
+        assert [shape[:2] for shape in shapes] == [(5, 1), (5, 1)] and {
+            len(shape) for shape in shapes} == {5}
+    assert loop.params["length"] == 5
+    assert error <= tolerance("float64"), f"unblocked={unblocked}: {error:.3e}"
 
 
 @pytest.mark.parametrize("padding, rhs_dilation, gaps", [
