@@ -6,8 +6,10 @@
 The loops of the op's CPU matrix-product formulations size their steps by constants of
 ``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, ``OUTPUT_OVER_INPUT`` and
 ``TRANSPOSE_AS_MATRIX``, 0 or 1, switch the flat layout of ``channels_last_matmul``, its loop's
-writing over its input and the transpose of its result, and ``SCAN_UNBLOCKED`` how
-``taps_matmul`` scans one feature per step). This
+writing over its input and the transpose of its result, ``SCAN_UNBLOCKED`` how
+``taps_matmul`` scans one feature per step, ``SHARED_PADDING`` one padded input for a depthwise
+forward and its filter gradient, and ``FILTER_GRADIENT_FIRST`` the order of a depthwise backward
+pass). This
 script lowers the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each
 of the two values, on the model suite and the small planes beyond it, times the two programs
 interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means
@@ -27,7 +29,8 @@ from impl import _formulations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
-             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED")
+             "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
+             "SHARED_PADDING", "FILTER_GRADIENT_FIRST")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 

@@ -98,6 +98,13 @@ TRANSPOSE_AS_MATRIX = True
 # adding the step's block axis inside the body, instead of scanning a (C, 1, B, *S) reshape (items
 # 21 and 22 of benchmarks/README.md).
 SCAN_UNBLOCKED = True
+# Whether ``grouped_taps`` and ``batch_grouped_reduce`` pad the input in its own layout and only
+# as far as their windows read (``_padded_canonical``), so that a depthwise forward and its filter
+# gradient share one padded copy of the input.
+SHARED_PADDING = True
+# Whether the op's backward pass on CPU computes a depthwise convolution's filter gradient before
+# its input gradient (``filter_gradient_first``).
+FILTER_GRADIENT_FIRST = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
 MIN_CHANNELS_LAST_TAPS = 25
@@ -166,6 +173,29 @@ def _dilate_and_pad(lhs: jax.Array, config: ConvConfig) -> jax.Array:
     spatial = [(lo, hi, dil - 1) for (lo, hi), dil in zip(config.padding, config.lhs_dilation,
                                                           strict=True)]
     return lax.pad(lhs, jnp.zeros((), lhs.dtype), [(0, 0, 0), (0, 0, 0), *spatial])
+
+
+def _padded_canonical(lhs: jax.Array, config: ConvConfig, window: Sequence[int],
+                      out_spatial: Sequence[int], dtype: np.dtype) -> jax.Array:
+    """X̃ in canonical layout and ``dtype``, dilated and padded up to the last element the windows
+    read (s·(M - 1) + d·(k - 1) + 1 per axis), not by the stated high padding.
+
+    The pad comes before the move to canonical layout. A forward and its filter gradient then
+    build the same padded array from the same input (their windows reach equally far, and the
+    filter gradient's lhs is the forward's in another layout), and XLA keeps one copy of it
+    (``SHARED_PADDING``).
+    """
+    lhs_spec = config.dimension_numbers.lhs_spec
+    if not SHARED_PADDING or 0 in out_spatial:
+        return _dilate_and_pad(jnp.transpose(lhs, lhs_spec).astype(dtype), config)
+    pads = [(0, 0, 0)] * lhs.ndim
+    for axis, (lo, _), a, s, d, k, m in zip(lhs_spec[2:], config.padding, config.lhs_dilation,
+                                            config.window_strides, config.rhs_dilation, window,
+                                            out_spatial, strict=True):
+        reach = s * (m - 1) + d * (k - 1) + 1
+        pads[axis] = (lo, reach - lo - ((lhs.shape[axis] - 1) * a + 1), a - 1)
+    padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
+    return jnp.transpose(padded, lhs_spec).astype(dtype)
 
 
 def _canonical(lhs: jax.Array, rhs: jax.Array, config: ConvConfig
@@ -268,7 +298,7 @@ def batch_grouped_reduce(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     groups = config.batch_group_count
     per_group, features = lhs_c.shape[0] // groups, lhs_c.shape[1]
     multiplier = rhs_c.shape[0] // groups
-    padded = _dilate_and_pad(lhs_c, config)
+    padded = _padded_canonical(lhs, config, window, out_spatial, dtype)
     padded = padded.reshape(groups, per_group, 1, *padded.shape[1:])   # (G, L, 1, C, *S̃)
     weights = rhs_c.reshape(groups, 1, multiplier, features, *window)  # (G, 1, μ, C, *K)
     products = [_window(padded, [s * q for s, q in zip(config.window_strides, position,
@@ -458,10 +488,10 @@ def fold_first_axis(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.A
 def grouped_taps(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A feature-grouped convolution as a sum of scaled shifted reads (I·T terms per output)."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
-    lhs_c, rhs_c, _ = _canonical(lhs, rhs, config)
+    _, rhs_c, dtype = _canonical(lhs, rhs, config)
     groups = config.feature_group_count
     per_group, multiplier = rhs_c.shape[1], rhs_c.shape[0] // groups
-    padded = _dilate_and_pad(lhs_c, config)
+    padded = _padded_canonical(lhs, config, window, out_spatial, dtype)
     padded = padded.reshape(padded.shape[0], groups, per_group, 1, *padded.shape[2:])
     # (G·μ, I, *K) -> (G, μ, I, *K): the weights of each group's input feature i for its outputs.
     weights = rhs_c.reshape(groups, multiplier, per_group, *window)
@@ -1059,6 +1089,20 @@ def _grouped_taps_pay(per_group: int, window: tuple[int, ...], out_spatial: tupl
     return (per_group * taps <= MAX_GROUPED_TAP_TERMS and not nested and len(window) <= 2
             and max(config.lhs_dilation) == 1
             and int(np.prod(out_spatial)) >= MIN_GROUPED_TAP_POSITIONS)
+
+
+def filter_gradient_first(rhs_shape: tuple[int, ...], config: ConvConfig) -> bool:
+    """Whether the op's backward pass on CPU computes the filter gradient before the input
+    gradient (item 23 of benchmarks/README.md): for depthwise convolutions (one input feature per
+    group), whose forward and filter gradient share one padded copy of the input
+    (``SHARED_PADDING``). In the other order XLA kept that copy alive beside the input gradient's
+    padded cotangent, and its one buffer of temporaries for the step grew past glibc's 32 MiB
+    ``mmap`` threshold (stride 2 on (16, 96, 56, 56): 38.8 MiB, every page faulting on each call;
+    19.7 MiB in this order, 0.53 of the step). Elsewhere the order measured 0.93-1.13 (dense 3x3
+    stride 2 1.13, in float32), so XLA keeps its own.
+    """
+    return (FILTER_GRADIENT_FIRST and config.feature_group_count > 1
+            and rhs_shape[config.dimension_numbers.rhs_spec[1]] == 1)
 
 
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],

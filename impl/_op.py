@@ -52,12 +52,30 @@ def _conv_bwd(
     # rule applied to the rule.
     conv = _rule_conv
     cotangent = _materialized(cotangent)
+
+    def input_gradient(cotangent: jnp.ndarray) -> jnp.ndarray:
+        return lhs_cotangent(conv, cotangent, rhs, config, lhs.shape, lhs.dtype)
+
+    def filter_gradient() -> jnp.ndarray:
+        return rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype)
+
+    if _formulations.filter_gradient_first(rhs.shape, config):
+        rhs_grad = filter_gradient()
+        lhs_grad = input_gradient(_after(rhs_grad, cotangent))
+    else:
+        lhs_grad, rhs_grad = input_gradient(cotangent), filter_gradient()
     # Under shard_map, an operand that varies over fewer mesh axes than the output (a filter
     # replicated over a data-parallel axis) gets the sum of the per-device cotangents.
-    return (_vma.sum_to_type_of(lhs_cotangent(conv, cotangent, rhs, config, lhs.shape, lhs.dtype),
-                                lhs),
-            _vma.sum_to_type_of(rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype),
-                                rhs))
+    return _vma.sum_to_type_of(lhs_grad, lhs), _vma.sum_to_type_of(rhs_grad, rhs)
+
+
+def _after(first: jnp.ndarray, array: jnp.ndarray) -> jnp.ndarray:
+    # On CPU, ``array`` only once ``first`` is computed (``_formulations.filter_gradient_first``):
+    # an optimization barrier's results wait for all its operands, and XLA turns it into an
+    # ordering of their producers and consumers. Other backends keep their own schedule.
+    return jax.lax.platform_dependent(
+        first, array, cpu=lambda a, b: jax.lax.optimization_barrier((a, b))[1],
+        default=lambda a, b: b)
 
 
 def _materialized(cotangent: jnp.ndarray) -> jnp.ndarray:

@@ -1,4 +1,5 @@
-"""The compiled CPU program computes the cotangent once (impl._op._materialized).
+"""The compiled CPU program computes the cotangent once (impl._op._materialized), and a depthwise
+backward pass's filter gradient before its input gradient (impl._op._after).
 
 XLA fuses an elementwise producer into each consumer and recomputes it there; for the rule, whose
 formulations read the cotangent several times, that recomputed the loss's ``cos(conv)`` up to six
@@ -15,6 +16,7 @@ import pytest
 from jax import lax
 
 import impl
+import impl._formulations
 import impl._op
 
 _COMPUTATION = re.compile(r"^%(\S+) .*\{$")
@@ -75,3 +77,41 @@ def test_sixteen_bit_cotangents_are_left_to_xla():
     assert " conditional(" not in _grad_hlo(impl.conv_general_dilated, "bfloat16")
     assert " conditional(" in _grad_hlo(impl.conv_general_dilated, "float32")
     assert " conditional(" not in _grad_hlo(lax.conv_general_dilated, "float32")
+
+
+def _temp_bytes(lhs_shape, rhs_shape, stride: int, groups: int) -> int:
+    lhs, rhs = jnp.ones(lhs_shape, jnp.float32), jnp.ones(rhs_shape, jnp.float32)
+
+    def loss(lhs, rhs):
+        return jnp.sum(jnp.sin(impl.conv_general_dilated(lhs, rhs, (stride, stride), ((1, 1),) * 2,
+                                                         feature_group_count=groups)))
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(lhs, rhs).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the ordering is CPU-only")
+def test_a_depthwise_filter_gradient_goes_first_and_frees_its_padded_input(monkeypatch):
+    """The suite's depthwise stride-2 step (item 23 of benchmarks/README.md): with the filter
+    gradient first, the padded input it shares with the forward is free before the input gradient
+    pads the cotangent, and the step's temporaries fit under glibc's 32 MiB mmap threshold."""
+    shapes = ((16, 96, 56, 56), (96, 1, 3, 3), 2, 96)
+    ordered = _temp_bytes(*shapes)
+    monkeypatch.setattr(impl._formulations, "FILTER_GRADIENT_FIRST", False)
+    unordered = _temp_bytes(*shapes)
+    assert ordered < 32 * 2**20 < unordered, (ordered, unordered)
+
+
+@pytest.mark.parametrize("groups, ordered", [(8, True), (2, False), (1, False)],
+                         ids=["depthwise", "grouped", "dense"])
+def test_only_depthwise_backward_passes_are_ordered(groups: int, ordered: bool):
+    lhs, rhs = jnp.ones((2, 8, 12, 12)), jnp.ones((8, 8 // groups, 3, 3))
+
+    def loss(lhs, rhs):
+        return jnp.sum(jnp.sin(impl.conv_general_dilated(lhs, rhs, (1, 1), "SAME",
+                                                         feature_group_count=groups)))
+
+    for platform, expected in (("cpu", ordered), ("cuda", False), ("tpu", False)):
+        text = jax.jit(jax.grad(loss, argnums=(0, 1))).trace(lhs, rhs).lower(
+            lowering_platforms=(platform,)).as_text()
+        assert ("optimization_barrier" in text) == expected, platform

@@ -15,12 +15,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import impl._formulations as formulations
 from convgrad.tolerances import tolerance
 from impl import _rule
-from impl._config import ConvConfig, make_config
+from impl._config import ConvConfig, make_config, spatial_shapes
 from tests.conv_oracle import (
     AXES,
     case_operands,
@@ -52,6 +53,33 @@ def test_depthwise_filter_gradients_equal_native_in_float64(choice: dict[str, An
     for formulation in (formulations.batch_grouped_reduce, formulations.batch_grouped_blocks):
         error = formulation_error(formulation, lhs, rhs, config)
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
+
+
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
+def test_a_depthwise_forward_and_its_filter_gradient_pad_the_input_alike(
+        choice: dict[str, Any]) -> None:
+    """``grouped_taps`` (the forward) and ``batch_grouped_reduce`` (its filter gradient, whose lhs
+    is the forward's in another layout) pad the input with the same one ``lax.pad``, in the
+    input's own layout and only as far as the windows read, so that XLA keeps one padded copy
+    (``SHARED_PADDING``, item 23 of benchmarks/README.md)."""
+    lhs, rhs, config = _forward(choice, "float64")
+    gradient_lhs, cotangent, gradient_config = _filter_gradient(choice, "float64")
+    np.testing.assert_array_equal(gradient_lhs, lhs)
+    pads = []
+    for array, filters, conv in ((lhs, rhs, config), (gradient_lhs, cotangent, gradient_config)):
+        _, window, out_spatial = spatial_shapes(conv, array.shape, filters.shape)
+        jaxpr = jax.make_jaxpr(lambda x, conv=conv, window=window, out_spatial=out_spatial:
+                               formulations._padded_canonical(x, conv, window, out_spatial,
+                                                              x.dtype))(array)
+        pads.append([eqn.params["padding_config"] for eqn in jaxpr.eqns
+                     if eqn.primitive.name == "pad"])
+    assert len(pads[0]) == 1 and pads[0] == pads[1]
+    # Never past the stated padding: the high side is trimmed, the low side kept.
+    stated = {axis: pad for axis, pad in zip(config.dimension_numbers.lhs_spec[2:],
+                                             config.padding, strict=True)}
+    for axis, (lo, hi, _) in enumerate(pads[0][0]):
+        stated_lo, stated_hi = stated.get(axis, (0, 0))
+        assert lo == stated_lo and hi <= stated_hi, (axis, lo, hi)
 
 
 @pytest.mark.parametrize("choice", OTHER_GROUPS, ids=choice_name)
