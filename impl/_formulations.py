@@ -1098,8 +1098,9 @@ def filter_gradient_first(rhs_shape: tuple[int, ...], config: ConvConfig) -> boo
     (``SHARED_PADDING``). In the other order XLA kept that copy alive beside the input gradient's
     padded cotangent, and its one buffer of temporaries for the step grew past glibc's 32 MiB
     ``mmap`` threshold (stride 2 on (16, 96, 56, 56): 38.8 MiB, every page faulting on each call;
-    19.7 MiB in this order, 0.53 of the step). Elsewhere the order measured 0.93-1.13 (dense 3x3
-    stride 2 1.13, in float32), so XLA keeps its own.
+    19.7 MiB in this order, 0.53-0.59 of the step). Elsewhere the order measured 0.93-1.13 (dense
+    3x3 stride 2 1.13, in float32), so XLA keeps its own. The price: a gradient with respect to
+    the input alone also computes the filter gradient, which XLA would otherwise leave out.
     """
     return (FILTER_GRADIENT_FIRST and config.feature_group_count > 1
             and rhs_shape[config.dimension_numbers.rhs_spec[1]] == 1)

@@ -71,8 +71,9 @@ def _conv_bwd(
 
 def _after(first: jnp.ndarray, array: jnp.ndarray) -> jnp.ndarray:
     # On CPU, ``array`` only once ``first`` is computed (``_formulations.filter_gradient_first``):
-    # an optimization barrier's results wait for all its operands, and XLA turns it into an
-    # ordering of their producers and consumers. Other backends keep their own schedule.
+    # an optimization barrier's results wait for all its operands (in the depthwise step XLA then
+    # runs the filter gradient's reduction before the input gradient's pad). Other backends keep
+    # their own schedule.
     return jax.lax.platform_dependent(
         first, array, cpu=lambda a, b: jax.lax.optimization_barrier((a, b))[1],
         default=lambda a, b: b)
