@@ -294,11 +294,11 @@ def batch_grouped_blocks(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
 def batch_grouped_reduce(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """A batch-grouped convolution with few output positions as one reduction."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
-    lhs_c, rhs_c, dtype = _canonical(lhs, rhs, config)      # (G·L, C, *S), (G·μ, C, *K)
+    _, rhs_c, dtype = _canonical(lhs, rhs, config)          # (G·μ, C, *K)
+    padded = _padded_canonical(lhs, config, window, out_spatial, dtype)   # (G·L, C, *S̃)
     groups = config.batch_group_count
-    per_group, features = lhs_c.shape[0] // groups, lhs_c.shape[1]
+    per_group, features = padded.shape[0] // groups, padded.shape[1]
     multiplier = rhs_c.shape[0] // groups
-    padded = _padded_canonical(lhs, config, window, out_spatial, dtype)
     padded = padded.reshape(groups, per_group, 1, *padded.shape[1:])   # (G, L, 1, C, *S̃)
     weights = rhs_c.reshape(groups, 1, multiplier, features, *window)  # (G, 1, μ, C, *K)
     products = [_window(padded, [s * q for s, q in zip(config.window_strides, position,
@@ -1091,10 +1091,12 @@ def _grouped_taps_pay(per_group: int, window: tuple[int, ...], out_spatial: tupl
             and int(np.prod(out_spatial)) >= MIN_GROUPED_TAP_POSITIONS)
 
 
-def filter_gradient_first(rhs_shape: tuple[int, ...], config: ConvConfig) -> bool:
+def filter_gradient_first(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+                          config: ConvConfig, dtype: np.dtype) -> bool:
     """Whether the op's backward pass on CPU computes the filter gradient before the input
     gradient (item 23 of benchmarks/README.md): for depthwise convolutions (one input feature per
-    group), whose forward and filter gradient share one padded copy of the input
+    group) whose forward is ``grouped_taps``, so that it and the filter gradient
+    (``batch_grouped_reduce``, for windows that small) share one padded copy of the input
     (``SHARED_PADDING``). In the other order XLA kept that copy alive beside the input gradient's
     padded cotangent, and its one buffer of temporaries for the step grew past glibc's 32 MiB
     ``mmap`` threshold (stride 2 on (16, 96, 56, 56): 38.8 MiB, every page faulting on each call;
@@ -1103,7 +1105,8 @@ def filter_gradient_first(rhs_shape: tuple[int, ...], config: ConvConfig) -> boo
     the input alone also computes the filter gradient, which XLA would otherwise leave out.
     """
     return (FILTER_GRADIENT_FIRST and config.feature_group_count > 1
-            and rhs_shape[config.dimension_numbers.rhs_spec[1]] == 1)
+            and rhs_shape[config.dimension_numbers.rhs_spec[1]] == 1
+            and cpu_formulation(lhs_shape, rhs_shape, config, dtype) is grouped_taps)
 
 
 def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],

@@ -59,7 +59,7 @@ def _conv_bwd(
     def filter_gradient() -> jnp.ndarray:
         return rhs_cotangent(conv, cotangent, lhs, config, rhs.shape, rhs.dtype)
 
-    if _formulations.filter_gradient_first(rhs.shape, config):
+    if _formulations.filter_gradient_first(lhs.shape, rhs.shape, config, lhs.dtype):
         rhs_grad = filter_gradient()
         lhs_grad = input_gradient(_after(rhs_grad, cotangent))
     else:

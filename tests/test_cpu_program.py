@@ -102,10 +102,13 @@ def test_a_depthwise_filter_gradient_goes_first_and_frees_its_padded_input(monke
     assert ordered < 32 * 2**20 < unordered, (ordered, unordered)
 
 
-@pytest.mark.parametrize("groups, ordered", [(8, True), (2, False), (1, False)],
-                         ids=["depthwise", "grouped", "dense"])
-def test_only_depthwise_backward_passes_are_ordered(groups: int, ordered: bool):
-    lhs, rhs = jnp.ones((2, 8, 12, 12)), jnp.ones((8, 8 // groups, 3, 3))
+@pytest.mark.parametrize("groups, window, ordered", [
+    (8, 3, True), (2, 3, False), (1, 3, False),
+    # 81 taps: not shift-and-add (MAX_UNROLLED_TAPS), so no padded input is shared to free.
+    (8, 9, False),
+], ids=["depthwise", "grouped", "dense", "depthwise-9x9"])
+def test_only_depthwise_backward_passes_are_ordered(groups: int, window: int, ordered: bool):
+    lhs, rhs = jnp.ones((2, 8, 12, 12)), jnp.ones((8, 8 // groups, window, window))
 
     def loss(lhs, rhs):
         return jnp.sum(jnp.sin(impl.conv_general_dilated(lhs, rhs, (1, 1), "SAME",
