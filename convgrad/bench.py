@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -319,7 +320,12 @@ def geometric_mean(values: Sequence[float]) -> float:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Median, worst and geometric-mean ratios over every row, and per shape kind."""
+    """Median, worst and geometric-mean ratios over every row, and per shape kind and dtype.
+
+    ``per_kind[kind][dtype]``: a kind's verdict against PyTorch is taken per dtype, since one
+    dtype can be far faster in one framework on a given CPU (PyTorch's bfloat16 kernels without
+    bfloat16 instructions), and a mean over both dtypes would hide the other's ratio.
+    """
     def stats(values: list[float]) -> dict[str, float] | None:
         if not values:
             return None
@@ -338,15 +344,17 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "per_kind": {},
     }
     for kind in dict.fromkeys(row["kind"] for row in rows):
-        of_kind = [row for row in rows if row["kind"] == kind]
-        summary["per_kind"][kind] = {
-            "vs_native": stats([row["ratio_vs_native"] for row in of_kind]),
-            "vs_torch": stats([row["ratio_vs_torch"] for row in of_kind
-                               if row["ratio_vs_torch"] is not None]),
-            "vs_torch_loss_excluded": stats([row["ratio_vs_torch_loss_excluded"]
-                                             for row in of_kind
-                                             if row["ratio_vs_torch_loss_excluded"] is not None]),
-        }
+        summary["per_kind"][kind] = {}
+        for dtype in dict.fromkeys(row["dtype"] for row in rows if row["kind"] == kind):
+            of_kind = [row for row in rows if row["kind"] == kind and row["dtype"] == dtype]
+            summary["per_kind"][kind][dtype] = {
+                "vs_native": stats([row["ratio_vs_native"] for row in of_kind]),
+                "vs_torch": stats([row["ratio_vs_torch"] for row in of_kind
+                                   if row["ratio_vs_torch"] is not None]),
+                "vs_torch_loss_excluded": stats(
+                    [row["ratio_vs_torch_loss_excluded"] for row in of_kind
+                     if row["ratio_vs_torch_loss_excluded"] is not None]),
+            }
     return summary
 
 
@@ -547,11 +555,12 @@ def combine_runs(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     summary = summarize(rows)
     # How far one process's verdict per kind can sit from the median's: each process's geometric
     # mean of ours/torch over the kind's rows.
-    for kind, stats in summary["per_kind"].items():
-        per_process = [summarize(report["rows"])["per_kind"][kind]["vs_torch"]
-                       for report in reports]
-        stats["vs_torch_per_process"] = (None if None in per_process else
-                                         [each["geomean"] for each in per_process])
+    for kind, per_dtype in summary["per_kind"].items():
+        for dtype, stats in per_dtype.items():
+            per_process = [summarize(report["rows"])["per_kind"][kind][dtype]["vs_torch"]
+                           for report in reports]
+            stats["vs_torch_per_process"] = (None if None in per_process else
+                                             [each["geomean"] for each in per_process])
     speeds = [report["machine_speed"] for report in reports if "machine_speed" in report]
     speed = {name: statistics.median(each[name] for each in speeds)
              for name in (speeds[0] if speeds else {})}
@@ -620,17 +629,23 @@ def markdown(report: dict[str, Any]) -> str:
         if stats is not None:
             lines.append(f"| {label} | {stats['median']:.2f} | {stats['worst']:.2f} | "
                          f"{stats['best']:.2f} | {stats['geomean']:.2f} |")
-    lines += ["", f"Per kind, geometric means. Target: ours/torch at most {TORCH_TARGET}; the "
-              "per-process column gives the range of each process's own geometric mean.", "",
-              "| kind | ours/native | ours/torch | ours/torch per process | ours/torch, loss "
-              f"taken out | ours/torch ≤ {TORCH_TARGET} |", "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for kind, stats in summary["per_kind"].items():
+    lines += ["", f"Per kind and dtype, geometric means. Target: ours/torch at most "
+              f"{TORCH_TARGET}; the per-process column gives the range of each process's own "
+              "geometric mean.", "",
+              "| kind | dtype | ours/native | ours/torch | ours/torch per process | ours/torch, "
+              f"loss taken out | ours/torch ≤ {TORCH_TARGET} |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    dtypes = dict.fromkeys(row["dtype"] for row in report["rows"])
+    for dtype, (kind, per_dtype) in itertools.product(dtypes, summary["per_kind"].items()):
+        if dtype not in per_dtype:
+            continue
+        stats = per_dtype[dtype]
         torch, excluded = stats["vs_torch"], stats["vs_torch_loss_excluded"]
         per_process = stats.get("vs_torch_per_process")
         spread = ("n/a" if not per_process else
                   f"{min(per_process):.2f}-{max(per_process):.2f}")
         verdict = "n/a" if torch is None else ("yes" if torch["geomean"] <= TORCH_TARGET else "no")
-        lines.append(f"| {kind} | {stats['vs_native']['geomean']:.2f} | "
+        lines.append(f"| {kind} | {dtype} | {stats['vs_native']['geomean']:.2f} | "
                      f"{'n/a' if torch is None else format(torch['geomean'], '.2f')} | {spread} | "
                      f"{'n/a' if excluded is None else format(excluded['geomean'], '.2f')} | "
                      f"{verdict} |")

@@ -163,13 +163,32 @@ def test_per_kind_table_gives_each_process_s_verdict_and_the_target():
             row.update(lhs_shape=(1,), rhs_shape=(1,), temp_bytes={"ours": None},
                        peak_bytes=None, loss_seconds={"xla": 1.0, "torch": 0.5})
     combined = bench.combine_runs(runs)
-    depthwise = combined["summary"]["per_kind"]["depthwise"]
+    depthwise = combined["summary"]["per_kind"]["depthwise"]["float32"]
     assert depthwise["vs_torch_per_process"] == pytest.approx([1.2, 2.0])
     assert depthwise["vs_torch"]["geomean"] == pytest.approx(1.6)     # medians of 1.2 and 2.0
     assert depthwise["vs_torch_loss_excluded"]["geomean"] == pytest.approx(1.1)
     table = bench.markdown(combined)
-    assert "| depthwise | 0.50 | 1.60 | 1.20-2.00 | 1.10 | no |" in table
-    assert "| dense 2-D | 0.50 | 1.00 | 1.00-1.00 | 0.90 | yes |" in table
+    assert "| depthwise | float32 | 0.50 | 1.60 | 1.20-2.00 | 1.10 | no |" in table
+    assert "| dense 2-D | float32 | 0.50 | 1.00 | 1.00-1.00 | 0.90 | yes |" in table
+
+
+def test_per_kind_verdict_is_taken_per_dtype():
+    # A kind far ahead of PyTorch in bfloat16 and behind it in float32 must not pass as a whole:
+    # the geometric mean over both dtypes (sqrt(2.0 * 0.1) = 0.45) would say "yes".
+    rows = [{**_torch_row("a", "large batch", 2.0, 1.0, 1.8), "dtype": "float32"},
+            {**_torch_row("a", "large batch", 0.1, 1.0, 0.1), "dtype": "bfloat16"}]
+    for row in rows:
+        row.update(lhs_shape=(1,), rhs_shape=(1,), temp_bytes={"ours": None}, peak_bytes=None,
+                   loss_seconds={"xla": 1.0, "torch": 0.5})
+    report = {"environment": {"device": "cpu", "platform": "cpu", "cpu_count": 2,
+                              "versions": {"jax": "0"}}, "repeats": 3, "rows": rows,
+              "summary": bench.summarize(rows)}
+    per_dtype = report["summary"]["per_kind"]["large batch"]
+    assert per_dtype["float32"]["vs_torch"]["geomean"] == pytest.approx(2.0)
+    assert per_dtype["bfloat16"]["vs_torch"]["geomean"] == pytest.approx(0.1)
+    table = bench.markdown(report)
+    assert "| large batch | float32 | 0.50 | 2.00 | n/a | 1.80 | no |" in table
+    assert "| large batch | bfloat16 | 0.50 | 0.10 | n/a | 0.10 | yes |" in table
 
 
 def test_machine_description_names_the_processor_and_reads_older_reports():
