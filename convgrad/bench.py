@@ -555,10 +555,10 @@ def combine_runs(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     summary = summarize(rows)
     # How far one process's verdict per kind can sit from the median's: each process's geometric
     # mean of ours/torch over the kind's rows.
+    per_report = [summarize(report["rows"])["per_kind"] for report in reports]
     for kind, per_dtype in summary["per_kind"].items():
         for dtype, stats in per_dtype.items():
-            per_process = [summarize(report["rows"])["per_kind"][kind][dtype]["vs_torch"]
-                           for report in reports]
+            per_process = [each[kind][dtype]["vs_torch"] for each in per_report]
             stats["vs_torch_per_process"] = (None if None in per_process else
                                              [each["geomean"] for each in per_process])
     speeds = [report["machine_speed"] for report in reports if "machine_speed" in report]
