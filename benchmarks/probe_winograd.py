@@ -120,7 +120,8 @@ def _timed(function: Any, *args: jax.Array) -> bench.Step:
 
 
 def forward_seconds(shape: bench.Shape, repeats: int) -> dict[str, float]:
-    """The float32 forward three ways, interleaved: median seconds each."""
+    """The float32 forward as Winograd (whole and in blocks), the op and native, interleaved:
+    median seconds each."""
     lhs, rhs = bench.make_inputs(shape, "float32")
     kwargs = shape.lax_kwargs()
     return bench.interleaved_medians({
