@@ -6,7 +6,8 @@
 The loops of the op's CPU matrix-product formulations size their steps by constants of
 ``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, ``OUTPUT_OVER_INPUT`` and
 ``TRANSPOSE_AS_MATRIX``, 0 or 1, switch the flat layout of ``channels_last_matmul``, its loop's
-writing over its input and the transpose of its result, ``SCAN_UNBLOCKED`` how
+writing over its input and the transpose of its result, ``MASKED_FLAT`` that layout without
+zeros between the planes, ``SCAN_UNBLOCKED`` how
 ``taps_matmul`` scans one feature per step, ``SHARED_PADDING`` one padded input for a depthwise
 forward and its filter gradient, and ``FILTER_GRADIENT_FIRST`` the order of a depthwise backward
 pass). This
@@ -30,7 +31,7 @@ from impl import _formulations
 RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
              "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
-             "SHARED_PADDING", "FILTER_GRADIENT_FIRST")
+             "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 

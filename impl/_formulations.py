@@ -88,6 +88,10 @@ CHANNELS_LAST_BLOCK_BYTES = 4 * 2**20
 # Whether ``channels_last_matmul`` uses the flat layout where it applies (``_flat_gaps``);
 # ``benchmarks/ab_constants.py --constant FLAT_LAYOUT --values 0,1`` times it.
 FLAT_LAYOUT = True
+# Whether, where every output axis fits its input axis, the flat layout lays the planes end to end
+# without zeros and masks each tap's reads past a plane's edge (``_edge_masks``), instead of
+# sharing zeros between the planes (item 25 of benchmarks/README.md: large batch steps 0.93-0.95).
+MASKED_FLAT = True
 # Whether its flat-layout loop writes each block's output over that block's own input rows, where
 # they fit, instead of into ``lax.map``'s zeroed output buffer (item 19 of benchmarks/README.md).
 OUTPUT_OVER_INPUT = True
@@ -716,6 +720,11 @@ def columns_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Ar
 # (flattened with the same strides) reads tap t at ``o + off_t``, off_t = Σ d_a·t_a·st_a: each tap
 # is a contiguous slice of Y. The outputs at i_a ≥ m_a (in the gaps) are computed and dropped:
 # 17x17 positions for the 16x16 planes of the large batch, against 18x18 padded apart.
+#
+# Where every output axis fits its input axis (m_a ≤ n_a, e.g. SAME padding), the planes go end
+# to end with no zeros at all (g = 0, ``MASKED_FLAT``): 16x16 products per image of the large
+# batch, 11% fewer, and the reads that wrap into the next row, plane or image are masked to zero
+# in the tap sums (``_edge_masks``), which XLA fuses into them.
 def _flat_gaps(in_spatial: Sequence[int], out_spatial: Sequence[int], config: ConvConfig
                ) -> tuple[int, ...] | None:
     """The zeros after each axis of the flat layout, or None where it does not apply.
@@ -731,6 +740,27 @@ def _flat_gaps(in_spatial: Sequence[int], out_spatial: Sequence[int], config: Co
             return None
         gaps.append(max(lo, hi))
     return tuple(gaps)
+
+
+def _edge_masks(plane: Sequence[int], out_spatial: Sequence[int], window: Sequence[int],
+                config: ConvConfig) -> list[np.ndarray | None]:
+    """Per tap, which positions of a plane read inside it (flat, row-major); None where every
+    output that is kept (i_a < m_a) does.
+
+    In the flat layout without gaps, position i_a of a plane reads tap t at r_a = i_a - lo_a +
+    d_a·t_a; where r_a < 0 or r_a ≥ n_a that read lands in the previous or next row, plane or
+    image (or a block's margin), where the padded convolution reads a zero.
+    """
+    positions = np.indices(plane).reshape(len(plane), -1)
+    kept = np.all(positions < np.reshape(out_spatial, (-1, 1)), axis=0)
+    masks: list[np.ndarray | None] = []
+    for tap in np.ndindex(*window):
+        inside = np.ones(positions.shape[1], bool)
+        for i, n, d, t, (lo, _) in zip(positions, plane, config.rhs_dilation, tap,
+                                       config.padding, strict=True):
+            inside &= (i - lo + d * t >= 0) & (i - lo + d * t < n)
+        masks.append(None if inside[kept].all() else inside)
+    return masks
 
 
 def _flat_strides(extents: Sequence[int]) -> list[int]:
@@ -764,6 +794,10 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     matrix = filters.reshape(features, -1)
     gaps = (_flat_gaps(in_spatial, out_spatial, config)
             if FLAT_LAYOUT and max(config.window_strides) == 1 else None)
+    masked = (MASKED_FLAT and gaps is not None
+              and all(m <= n for m, n in zip(out_spatial, in_spatial, strict=True)))
+    if masked:  # planes end to end with no zeros between them: each tap masks its edges
+        gaps = (0,) * len(in_spatial)
     # Padded after the move, not by ``_dilate_and_pad`` before it: the other order compiled to an
     # extra transpose and copy of the cotangent in the large batch's step.
     pads = ([(lo, hi, a - 1) for (lo, hi), a in zip(config.padding, config.lhs_dilation,
@@ -803,11 +837,17 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
         front = sum(lo * st for (lo, _), st in zip(config.padding, strides, strict=True))
         length = block * math.prod(plane)
 
+        masks = (_edge_masks(plane, out_spatial, window, config) if masked
+                 else [None] * len(offsets))
+
         def flat_block(x: jax.Array) -> jax.Array:            # (front + length + back, C)
             y = products(x)                                   # (front + length + back, T, O)
             out = None
             for index, offset in enumerate(offsets):
                 part = y[offset:offset + length, index]
+                if masks[index] is not None:  # one constant mask per tap, shared by the images
+                    part = jnp.where(masks[index][None, :, None],
+                                     part.reshape(block, -1, outs), 0).reshape(length, outs)
                 out = part if out is None else out + part
             out = lax.slice(out.reshape(block, *plane, outs), [0] * (len(plane) + 2),
                             [block, *out_spatial, outs])

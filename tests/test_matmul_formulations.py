@@ -14,6 +14,7 @@ select them.
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -169,7 +170,29 @@ def test_flat_layout_gaps(padding: Any, rhs_dilation: tuple[int, int], gaps: Any
     assert formulations._flat_gaps(in_spatial, out_spatial, dilated) is None
 
 
-@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("plane, out_spatial, window, padding, rhs_dilation, masks", [
+    # SAME, 3 taps: the first reads before position 0, the last past position 2; the middle
+    # reads inside everywhere.
+    ((3,), (3,), (3,), ((1, 1),), (1,), [[0, 1, 1], None, [1, 1, 0]]),
+    # VALID: every kept output (i < 3) reads inside; position 3 is computed and dropped.
+    ((4,), (3,), (2,), ((0, 0),), (1,), [None, None]),
+    # rhs dilation 2, padding (2, 2) on 4: tap 0 reads i - 2, tap 1 i, tap 2 i + 2.
+    ((4,), (4,), (3,), ((2, 2),), (2,), [[0, 0, 1, 1], None, [1, 1, 0, 0]]),
+    # 2-D, a 2x1 window with padding (1, 0) rows and none across: row 0 masks its first tap.
+    ((2, 3), (2, 3), (2, 1), ((1, 0), (0, 0)), (1, 1), [[0, 0, 0, 1, 1, 1], None]),
+])
+def test_edge_masks(plane: tuple[int, ...], out_spatial: tuple[int, ...],
+                    window: tuple[int, ...], padding: Any, rhs_dilation: tuple[int, ...],
+                    masks: list[Any]) -> None:
+    """``_edge_masks``: per tap, the positions whose read stays inside the plane (row-major)."""
+    lhs = jnp.ones((1, 1, *plane))
+    rhs = jnp.ones((1, 1, *window))
+    config = make_config(lhs, rhs, (1,) * len(plane), padding, rhs_dilation=rhs_dilation)
+    got = formulations._edge_masks(plane, out_spatial, window, config)
+    assert [None if m is None else m.astype(int).tolist() for m in got] == masks
+
+
+@pytest.mark.parametrize("layout", ["apart", "flat", "masked"])
 @pytest.mark.parametrize("lhs_shape, rhs_shape, padding, rhs_dilation", [
     ((6, 3, 9), (4, 3, 3), ((1, 1),), (1,)),
     ((6, 3, 9, 7), (4, 3, 3, 3), ((1, 1), (1, 1)), (1, 1)),
@@ -180,22 +203,33 @@ def test_flat_layout_gaps(padding: Any, rhs_dilation: tuple[int, int], gaps: Any
 ])
 def test_channels_last_flat_layout_equals_native(
         lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any,
-        rhs_dilation: tuple[int, ...], flat: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``channels_last_matmul`` at unit strides, in the flat layout (planes end to end, sharing
-    their zeros) and padded apart (``FLAT_LAYOUT`` off), in blocks of two of the six images, gives
-    native's sums in float64 for rank 1 to 3, one-sided and uneven padding and rhs dilation."""
-    monkeypatch.setattr(formulations, "FLAT_LAYOUT", flat)
+        rhs_dilation: tuple[int, ...], layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``channels_last_matmul`` at unit strides, padded apart (``FLAT_LAYOUT`` off), in the flat
+    layout (planes end to end, sharing their zeros) and, where every output axis fits its input
+    axis, in the masked flat layout (end to end without zeros, ``MASKED_FLAT``), in blocks of two
+    of the six images, gives native's sums in float64 for rank 1 to 3, one-sided and uneven
+    padding and rhs dilation."""
+    monkeypatch.setattr(formulations, "FLAT_LAYOUT", layout != "apart")
+    monkeypatch.setattr(formulations, "MASKED_FLAT", layout == "masked")
     rng = np.random.default_rng(5)
     lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
     config = make_config(lhs, rhs, (1,) * len(padding), padding, rhs_dilation=rhs_dilation)
     in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
-    assert (formulations._flat_gaps(in_spatial, out_spatial, config) is not None) or not flat
-    one_image = (np.prod([n + lo + hi for n, (lo, hi) in zip(in_spatial, padding, strict=True)])
-                 * np.prod(window) * rhs_shape[0] * 8)  # its Y's bytes, padded apart (the larger)
+    gaps = formulations._flat_gaps(in_spatial, out_spatial, config)
+    assert gaps is not None or layout == "apart"
+    masked = layout == "masked" and all(m <= n for m, n in zip(out_spatial, in_spatial,
+                                                               strict=True))
+    extents = ([n + lo + hi for n, (lo, hi) in zip(in_spatial, padding, strict=True)]
+               if layout == "apart" else in_spatial if masked
+               else [n + g for n, g in zip(in_spatial, gaps, strict=True)])
+    one_image = np.prod(extents) * np.prod(window) * rhs_shape[0] * 8  # its Y's bytes
     monkeypatch.setattr(formulations, "CHANNELS_LAST_BLOCK_BYTES", int(2 * one_image))
     jaxpr = jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, config))(lhs, rhs)
-    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
-    assert loop.params["length"] == 3
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name in ("scan", "while")]
+    assert loop.params.get("length", 3) == 3
+    # The masks, one (1, positions, 1) constant per masked tap, only in the masked layout.
+    masks = re.findall(rf"bool\[1,{np.prod(in_spatial)},1\]", str(jaxpr))
+    assert bool(masks) == masked
     error = formulation_error(formulations.channels_last_matmul, lhs, rhs, config)
     assert error <= tolerance("float64"), f"{error:.3e}"
 
@@ -214,9 +248,11 @@ def test_output_rows(blocks_shape: tuple[int, ...], dtype: Any, size: int, rows:
     assert formulations._output_rows(blocks, size, np.dtype(np.float32)) == rows
 
 
+@pytest.mark.parametrize("masked", [True, False])
 @pytest.mark.parametrize("over_input", [True, False])
 @pytest.mark.parametrize("lhs_shape, rhs_shape, padding, in_place", [
-    # Blocks of 2 images, 10x8 planes with their gaps plus 9 + 9 margin rows: 178 rows a step.
+    # Blocks of 2 images, 10x8 planes with their gaps plus 9 + 9 margin rows: 178 rows a step
+    # (masked: 9x7 planes without gaps plus 8 + 8 margin rows, 142 rows; the same fit).
     ((6, 4, 9, 7), (4, 4, 3, 3), ((1, 1), (1, 1)), True),    # 2·9·7·4 = 504 outputs = 126 rows
     ((6, 3, 9, 7), (2, 3, 3, 3), ((1, 1), (1, 1)), True),    # 252 outputs = 84 rows of 3
     ((6, 2, 9, 7), (4, 2, 3, 3), ((1, 1), (1, 1)), False),   # 504 outputs, 356 input values
@@ -224,11 +260,12 @@ def test_output_rows(blocks_shape: tuple[int, ...], dtype: Any, size: int, rows:
 ])
 def test_channels_last_output_over_input(
         lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any, in_place: bool,
-        over_input: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The flat layout's loop writes each block's output over its own input rows where they fit
-    (``_output_rows`` gives their rows), else maps the blocks; both give native's sums in
-    float64."""
+        over_input: bool, masked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flat layout's loop (with gaps, or masked without them) writes each block's output over
+    its own input rows where they fit (``_output_rows`` gives their rows), else maps the blocks;
+    both give native's sums in float64."""
     monkeypatch.setattr(formulations, "OUTPUT_OVER_INPUT", over_input)
+    monkeypatch.setattr(formulations, "MASKED_FLAT", masked)
     rows = []
     output_rows = formulations._output_rows
     monkeypatch.setattr(formulations, "_output_rows",
@@ -236,7 +273,7 @@ def test_channels_last_output_over_input(
     rng = np.random.default_rng(6)
     lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
     config = make_config(lhs, rhs, (1, 1), padding)
-    one_image = 10 * 8 * 9 * rhs_shape[0] * 8  # its Y's bytes in the flat layout
+    one_image = (63 if masked else 80) * 9 * rhs_shape[0] * 8  # its Y's bytes in the layout
     monkeypatch.setattr(formulations, "CHANNELS_LAST_BLOCK_BYTES", int(2.5 * one_image))
     jaxpr = jax.make_jaxpr(lambda a, b: formulations.channels_last_matmul(a, b, config))(lhs, rhs)
     (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
