@@ -365,8 +365,9 @@ def convolution_signatures(module_text: str) -> collections.Counter[str]:
     return signatures
 
 
-# What ``lax.platform_dependent`` leaves in a program exported for one platform: a conditional on
-# a constant index (its branches' returns, the index constants), which XLA's compiler removes.
+# What ``lax.platform_dependent`` may leave in a program exported for one platform: a conditional
+# on a constant index (its branches' returns, the index constants), which XLA's compiler removes.
+# jax 0.10 leaves it; jax 0.12 picks the branch while lowering and leaves none.
 PLATFORM_SELECTION_OPS = frozenset({"stablehlo.case", "stablehlo.return", "stablehlo.constant"})
 
 
