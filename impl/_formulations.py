@@ -109,6 +109,11 @@ SHARED_PADDING = True
 # Whether the op's backward pass on CPU computes a depthwise convolution's filter gradient before
 # its input gradient (``filter_gradient_first``).
 FILTER_GRADIENT_FIRST = True
+# Whether a bfloat16 case computed in float32 (``_widens_bfloat16``) whose formulation is
+# ``taps_matmul`` hands that loop its bfloat16 operands, to widen each step's block where the
+# products read it, instead of whole float32 copies made before the loop (item 27 of
+# benchmarks/README.md).
+TAPS_WIDEN_PER_STEP = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
 MIN_CHANNELS_LAST_TAPS = 25
@@ -634,14 +639,18 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     """A dense convolution with few output positions as products over blocks of lhs features."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
-    dtype = _compute_dtype(lhs, config)
+    # Where this host computes bfloat16 in float32 (``_widens_bfloat16``), the loop reads the
+    # bfloat16 operands and widens each step's block, exactly, where the products read it.
+    widen = _widens_bfloat16(lhs.dtype, config)
+    dtype = np.dtype(np.float32) if widen else _compute_dtype(lhs, config)
     # Loop over c, the lhs feature axis, in the order of the arrays in memory: for a filter
     # gradient that is the forward's batch, the major axis (transposing to (B, C) and back costs
     # two copies of the input).
     inputs = jnp.transpose(lhs, (lhs_spec[1], lhs_spec[0], *lhs_spec[2:]))       # (C, B, *S)
     cotangent = jnp.transpose(rhs, (rhs_spec[1], rhs_spec[0], *rhs_spec[2:]))  # (C, O, *K)
     features, batch, outs = inputs.shape[0], inputs.shape[1], cotangent.shape[1]
-    kind = lhs.dtype
+    stored = lhs.dtype                                        # the loop's operands, as bits
+    kind = np.dtype(np.float32) if widen else stored          # the products' operands
     block = 1
     if _taps_blocks_pay(kind):  # a block of features shares one product (``TAPS_BLOCK_BYTES``)
         columns_bytes = math.prod(out_spatial) * batch * math.prod(window) * kind.itemsize
@@ -654,8 +663,9 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
         columns = [_read(x, [s * q - lo for s, q, (lo, _) in zip(
             config.window_strides, position, config.padding, strict=True)], window,
             config.rhs_dilation, config.lhs_dilation) for position in np.ndindex(*out_spatial)]
-        columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1), kind)
-        g = _from_bits(jnp.swapaxes(g, 0, 1), kind).reshape(outs, -1)  # (O, block·K)
+        columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1),
+                             stored).astype(kind)
+        g = _from_bits(jnp.swapaxes(g, 0, 1), stored).astype(kind).reshape(outs, -1)  # (O, b·K)
         part = lax.dot_general(columns, g, (((1,), (1,)), ((), ())), precision=config.precision,
                                preferred_element_type=dtype)
         return total + part, None
@@ -664,7 +674,7 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
     total = _vma.as_varying(total, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
     steps = features // block
-    inputs, cotangent = _as_bits(inputs), _as_bits(cotangent.astype(kind))
+    inputs, cotangent = _as_bits(inputs), _as_bits(cotangent.astype(stored))
     if block == 1 and SCAN_UNBLOCKED:
         # XLA:CPU lays a (C, 1, B, *S) reshape out differently from the loop's slices and copies
         # both whole operands into the loop's layout; the size-1 axis added per step costs nothing.
@@ -1281,6 +1291,10 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
 
     def spread(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
         with _setting(_PER_IMAGE_LOOPS, False):
+            if _widens_bfloat16(lhs.dtype, config):  # bfloat16 for a loop that widens per step
+                wide = _float32_config(config)
+                return _in_float32(lhs, rhs, config, cpu_formulation(
+                    lhs.shape, rhs.shape, wide, np.dtype(np.float32)))
             return cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)(lhs, rhs, config)
 
     return lax.switch(_one_device_p.bind(), [spread, lambda a, b: cpu(a, b, config)], lhs, rhs)
@@ -1298,6 +1312,19 @@ def _widens_bfloat16(dtype: np.dtype, config: ConvConfig) -> bool:
             and _host.bfloat16_in_float32())
 
 
+def _float32_config(config: ConvConfig) -> ConvConfig:
+    """``config`` for the float32 computation of a bfloat16 case (``_widens_bfloat16``)."""
+    return ConvConfig(**{**config.as_lax_kwargs(), "preferred_element_type": None})
+
+
+def _in_float32(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulation
+                ) -> jax.Array:
+    """``cpu`` on bfloat16 operands widened whole, its float32 result narrowed to ``config``'s."""
+    result = config.preferred_element_type or lhs.dtype
+    return cpu(lhs.astype(np.float32), rhs.astype(np.float32), _float32_config(config)
+               ).astype(result)
+
+
 def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """``lax.conv_general_dilated(lhs, rhs, **config)`` in the best formulation per backend.
 
@@ -1313,13 +1340,15 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
             # Dense 1-D: XLA's own bfloat16 kernel (the 1-D audio's step in float32 measured
             # 1.02-1.22 of it, where the bfloat16 products took 1.31).
             return native(lhs, rhs, config)
-        result = config.preferred_element_type or lhs.dtype
-        wide = ConvConfig(**{**config.as_lax_kwargs(), "preferred_element_type": None})
-        cpu = cpu_formulation(lhs.shape, rhs.shape, wide, np.dtype(np.float32))
+        cpu = cpu_formulation(lhs.shape, rhs.shape, _float32_config(config),
+                              np.dtype(np.float32))
 
         def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-            return _cpu_conv(lhs.astype(np.float32), rhs.astype(np.float32), wide, cpu
-                             ).astype(result)
+            if cpu is taps_matmul and TAPS_WIDEN_PER_STEP:
+                # The loop widens each step's block itself: a whole float32 copy of the input
+                # made before the loop took both time and memory (item 27).
+                return _cpu_conv(lhs, rhs, config, cpu)
+            return _in_float32(lhs, rhs, config, lambda a, b, wide: _cpu_conv(a, b, wide, cpu))
     else:
         cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
         if cpu is native:

@@ -7,6 +7,7 @@ the rest of the suite; here each is set by ``CONVGRAD_CPU_BFLOAT16`` or ``CONVGR
 checked against native and in the program.
 """
 
+import math
 import re
 from collections.abc import Callable
 
@@ -167,3 +168,46 @@ def test_filter_gradient_blocks_follow_the_avx512_setting_in_float32(
     assert _formulations._taps_blocks_pay(np.dtype(np.float32)) is expected
     assert _formulations._taps_blocks_pay(np.dtype(np.float64)) is False
     assert _formulations._taps_blocks_pay(np.dtype(jnp.bfloat16)) is False
+
+
+def _loop_operands(lhs: jax.Array, rhs: jax.Array) -> list[tuple[str, int]]:
+    """(dtype, elements) of the arrays that the while loops of the op's compiled CPU step carry."""
+    text = jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, {})).lower(
+        lhs, rhs).compile().as_text()
+    carried = []
+    for line in text.splitlines():
+        found = re.search(r"= \((.*?)\) while\(", line)
+        if found:
+            carried += [(kind, math.prod(int(n) for n in extents.split(",") if n))
+                        for kind, extents in re.findall(r"(\w+)\[([\d,]*)\]", found.group(1))]
+    return carried
+
+
+# (lhs, rhs): bfloat16 cases computed in float32 whose filter gradient is ``taps_matmul``'s loop
+# over images: a 1x1 and a 3x3 convolution.
+TAPS_CASES = [((4, 64, 14, 14), (32, 64, 1, 1)), ((2, 64, 28, 28), (64, 64, 3, 3))]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape", TAPS_CASES, ids=str)
+def test_the_filter_gradient_loop_widens_each_step_not_the_whole_input(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple, rhs_shape: tuple) -> None:
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    rng = np.random.default_rng(2)
+    lhs = random_array(rng, lhs_shape, "bfloat16")
+    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(jnp.bfloat16)
+    size = math.prod(lhs_shape)
+    per_step = _loop_operands(lhs, rhs)
+    monkeypatch.setattr(_formulations, "TAPS_WIDEN_PER_STEP", False)
+    whole = _loop_operands(lhs, rhs)
+    # The filter gradient's loop carries the input's bits where it carried a float32 copy (the
+    # forward's and input gradient's loops, if any, still read float32 copies).
+    assert per_step.count(("f32", size)) < whole.count(("f32", size)), (per_step, whole)
+    assert per_step.count(("u16", size)) > whole.count(("u16", size)), (per_step, whole)
+    # The same float32 products of the same exactly widened values, in the same blocks: the
+    # same bits.
+    expected = _outputs(impl.conv_general_dilated, lhs, rhs, {})
+    monkeypatch.setattr(_formulations, "TAPS_WIDEN_PER_STEP", True)
+    actual = _outputs(impl.conv_general_dilated, lhs, rhs, {})
+    for what, a, e in zip(("O", "dL/dlhs", "dL/drhs"), actual, expected, strict=True):
+        assert a.dtype == e.dtype == jnp.bfloat16, what
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(e, np.float32), what)

@@ -103,3 +103,61 @@ def test_both_ops_under_shard_map_with_its_default_type_checks():
     assert len(results) == 10, results
     for name, error in results.items():
         assert error <= tolerance(name.split()[0]), (name, error)
+
+
+WIDENED_SCRIPT = """
+import json, os
+os.environ["CONVGRAD_CPU_BFLOAT16"] = "float32"  # bfloat16 computed in float32, as on AVX2 CPUs
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import impl
+from tests.conv_oracle import relative_error
+mesh = Mesh(np.array(jax.devices()), ("data",))
+keys = jax.random.split(jax.random.key(1))
+results = {}
+# Cases whose filter gradient is the loop that widens each step (impl._formulations.taps_matmul):
+# sharded, jit lowers the loop-free formulation in float32 instead.
+for filter_shape in ((32, 64, 1, 1), (32, 64, 3, 3)):
+    for preferred in (None, jnp.float32):
+        lhs = jax.random.normal(keys[0], (16, 64, 14, 14)).astype(jnp.bfloat16)
+        rhs = (jax.random.normal(keys[1], filter_shape) / 24).astype(jnp.bfloat16)
+
+        def grad(conv, preferred=preferred):
+            def loss(x, w):
+                out = conv(x, w, (1, 1), "SAME", preferred_element_type=preferred)
+                return jnp.sum(jnp.sin(out.astype(jnp.promote_types(x.dtype, jnp.float32))))
+
+            return jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+        reference = grad(jax.lax.conv_general_dilated, None)(lhs.astype("float64"),
+                                                             rhs.astype("float64"))
+        one = grad(impl.conv_general_dilated)(lhs, rhs)
+        spread = grad(impl.conv_general_dilated)(
+            jax.device_put(lhs, NamedSharding(mesh, P("data"))), rhs)
+        local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh,
+                                      in_specs=(P("data"), P()), out_specs=(P("data"), P())))(
+            lhs, rhs)
+        name = f"{filter_shape[-1]}x{filter_shape[-1]} {preferred and 'float32 result'}"
+        results[name] = {
+            "dtypes": sorted({str(g.dtype) for g in (*one, *spread, *local)}),
+            "lhs_shards": len(spread[0].sharding.device_set),
+            **{what: max(relative_error(a, b) for a, b in zip(got, reference))
+               for what, got in (("one", one), ("spread", spread), ("shard_map", local))}}
+print(json.dumps(results))
+"""
+
+
+def test_bfloat16_computed_in_float32_sharded_matches_one_device_and_native():
+    """Where the host computes bfloat16 in float32 and the filter gradient's loop widens each step,
+    the loop-free formulation that jit lowers for sharded inputs widens too, and inside
+    ``shard_map`` the loop runs per device: all three match native autodiff in float64."""
+    from convgrad.tolerances import tolerance
+
+    results = json.loads(run_on_eight_cpu_devices(WIDENED_SCRIPT).splitlines()[-1])
+    assert len(results) == 4, results
+    for name, result in results.items():
+        assert result["dtypes"] == ["bfloat16"] and result["lhs_shards"] == 8, (name, result)
+        for where in ("one", "spread", "shard_map"):
+            assert result[where] <= tolerance("bfloat16"), (name, where, result)
