@@ -32,7 +32,8 @@ from impl import _formulations
 RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
              "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
-             "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT", "TAPS_WIDEN_PER_STEP")
+             "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT", "TAPS_WIDEN_PER_STEP",
+             "SHIFT_WIDEN_PER_STEP")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 

@@ -114,6 +114,9 @@ FILTER_GRADIENT_FIRST = True
 # products read it, instead of whole float32 copies made before the loop (item 27 of
 # benchmarks/README.md).
 TAPS_WIDEN_PER_STEP = True
+# The same for ``shift_matmul``'s loop over images, at unit strides or with jaxlib's newer
+# kernels (``_widens_per_step``, item 27).
+SHIFT_WIDEN_PER_STEP = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
 # ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
 MIN_CHANNELS_LAST_TAPS = 25
@@ -159,6 +162,18 @@ def per_group(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
 def _compute_dtype(lhs: jax.Array, config: ConvConfig) -> np.dtype:
     """Accumulation type: the preferred type if given, else at least float32 (as XLA's CPU does)."""
     return _compute_dtype_of(lhs.dtype, config)
+
+
+def _product_types(lhs: jax.Array, config: ConvConfig) -> tuple[np.dtype, np.dtype]:
+    """(operand type, accumulation type) of the matrix products in a loop over images.
+
+    Where this host computes bfloat16 in float32 (``_widens_bfloat16``) both are float32: the
+    loop reads the bfloat16 bits and widens each step's block, exactly, where its products read
+    it (item 27 of benchmarks/README.md).
+    """
+    if _widens_bfloat16(lhs.dtype, config):
+        return np.dtype(np.float32), np.dtype(np.float32)
+    return np.dtype(lhs.dtype), _compute_dtype(lhs, config)
 
 
 def _compute_dtype_of(dtype: np.dtype, config: ConvConfig) -> np.dtype:
@@ -567,9 +582,9 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
                          f"window strides (got {config.window_strides})")
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
-    dtype = _compute_dtype(lhs, config)
+    kind, dtype = _product_types(lhs, config)
     out_dtype = config.preferred_element_type or lhs.dtype
-    filters = jnp.transpose(rhs, rhs_spec).astype(lhs.dtype)             # (O, C, *K)
+    filters = jnp.transpose(rhs, rhs_spec).astype(kind)                  # (O, C, *K)
     outs, features = filters.shape[:2]
     strides, lows = config.window_strides, [lo for lo, _ in config.padding]
     # Input phase r (per axis, r < s) meets the taps t with d·t - lo ≡ r (mod s), each at the
@@ -589,7 +604,8 @@ def shift_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Arra
         x = _from_bits(x, lhs.dtype)                                     # (C, *S)
         out = jnp.zeros((outs, *out_spatial), dtype)
         for phase, matrix, offsets in phases:
-            part = lax.slice(x, [0, *phase], x.shape, [1, *strides])
+            # Widened (``_product_types``) per phase: the phases' products read it separately.
+            part = lax.slice(x, [0, *phase], x.shape, [1, *strides]).astype(kind)
             if part.size == 0:
                 continue
             y = lax.dot_general(matrix, part.reshape(features, -1), (((1,), (0,)), ((), ())),
@@ -639,10 +655,7 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     """A dense convolution with few output positions as products over blocks of lhs features."""
     _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
     lhs_spec, rhs_spec, _ = config.dimension_numbers
-    # Where this host computes bfloat16 in float32 (``_widens_bfloat16``), the loop reads the
-    # bfloat16 operands and widens each step's block, exactly, where the products read it.
-    widen = _widens_bfloat16(lhs.dtype, config)
-    dtype = np.dtype(np.float32) if widen else _compute_dtype(lhs, config)
+    kind, dtype = _product_types(lhs, config)
     # Loop over c, the lhs feature axis, in the order of the arrays in memory: for a filter
     # gradient that is the forward's batch, the major axis (transposing to (B, C) and back costs
     # two copies of the input).
@@ -650,7 +663,6 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     cotangent = jnp.transpose(rhs, (rhs_spec[1], rhs_spec[0], *rhs_spec[2:]))  # (C, O, *K)
     features, batch, outs = inputs.shape[0], inputs.shape[1], cotangent.shape[1]
     stored = lhs.dtype                                        # the loop's operands, as bits
-    kind = np.dtype(np.float32) if widen else stored          # the products' operands
     block = 1
     if _taps_blocks_pay(kind):  # a block of features shares one product (``TAPS_BLOCK_BYTES``)
         columns_bytes = math.prod(out_spatial) * batch * math.prod(window) * kind.itemsize
@@ -1312,6 +1324,24 @@ def _widens_bfloat16(dtype: np.dtype, config: ConvConfig) -> bool:
             and _host.bfloat16_in_float32())
 
 
+def _widens_per_step(cpu: Formulation, config: ConvConfig) -> bool:
+    """Whether ``cpu``, computing a bfloat16 case in float32 (``_widens_bfloat16``), is handed the
+    bfloat16 operands and widens each step's block in its loop over images (``_product_types``)
+    instead of whole float32 copies made before the loop, which cost time and memory.
+
+    Item 27 of benchmarks/README.md, whole steps: ``taps_matmul`` (filter gradients) 0.51-0.56
+    on resnet 1x1 s1 and 0.81-1.01 elsewhere with jaxlib 0.10.2 and 0.12.1; ``shift_matmul``
+    0.83 on resnet 3x3 s1 (jaxlib 0.10.2) and 0.91 on its strided forward with 0.12.1, but 1.13
+    on that strided forward with 0.10.2 (slower also in processes of its own).
+    """
+    if cpu is taps_matmul:
+        return TAPS_WIDEN_PER_STEP
+    if cpu is shift_matmul:
+        return SHIFT_WIDEN_PER_STEP and (max(config.window_strides, default=1) == 1
+                                         or _newer_kernels())
+    return False
+
+
 def _float32_config(config: ConvConfig) -> ConvConfig:
     """``config`` for the float32 computation of a bfloat16 case (``_widens_bfloat16``)."""
     return ConvConfig(**{**config.as_lax_kwargs(), "preferred_element_type": None})
@@ -1331,8 +1361,9 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     The choice is made when lowering (``lax.platform_dependent``): CPU gets the formulation that
     measured fastest for this case, other backends the native convolution. Where the host's CPU
     has no bfloat16 dot products (``_widens_bfloat16``), a bfloat16 case is computed as the
-    float32 one (dense 1-D ones: native), on operands converted exactly, its result converted
-    back: the sums it accumulates in float32 anyway, of the same products.
+    float32 one (dense 1-D ones: native), on operands converted exactly (whole, or one step's
+    block at a time inside a loop over images: ``_widens_per_step``), its result converted back:
+    the sums it accumulates in float32 anyway, of the same products.
     """
     if _widens_bfloat16(lhs.dtype, config):
         if len(config.window_strides) == 1 and max(config.feature_group_count,
@@ -1344,9 +1375,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
                               np.dtype(np.float32))
 
         def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-            if cpu is taps_matmul and TAPS_WIDEN_PER_STEP:
-                # The loop widens each step's block itself: a whole float32 copy of the input
-                # made before the loop took both time and memory (item 27).
+            if _widens_per_step(cpu, config):
                 return _cpu_conv(lhs, rhs, config, cpu)
             return _in_float32(lhs, rhs, config, lambda a, b, wide: _cpu_conv(a, b, wide, cpu))
     else:

@@ -20,6 +20,7 @@ from jax import lax
 import impl
 from convgrad.tolerances import tolerance
 from impl import _formulations, _host
+from impl._config import make_config
 from tests.conv_oracle import relative_error
 from tests.helpers import random_array
 
@@ -184,7 +185,8 @@ def _loop_operands(lhs: jax.Array, rhs: jax.Array) -> list[tuple[str, int]]:
 
 
 # (lhs, rhs): bfloat16 cases computed in float32 whose filter gradient is ``taps_matmul``'s loop
-# over images: a 1x1 and a 3x3 convolution.
+# over images: a 1x1 and a 3x3 convolution (whose forward and input gradient are
+# ``shift_matmul``'s loops with jaxlib 0.10).
 TAPS_CASES = [((4, 64, 14, 14), (32, 64, 1, 1)), ((2, 64, 28, 28), (64, 64, 3, 3))]
 
 
@@ -198,16 +200,31 @@ def test_the_filter_gradient_loop_widens_each_step_not_the_whole_input(
     size = math.prod(lhs_shape)
     per_step = _loop_operands(lhs, rhs)
     monkeypatch.setattr(_formulations, "TAPS_WIDEN_PER_STEP", False)
+    monkeypatch.setattr(_formulations, "SHIFT_WIDEN_PER_STEP", False)
     whole = _loop_operands(lhs, rhs)
-    # The filter gradient's loop carries the input's bits where it carried a float32 copy (the
-    # forward's and input gradient's loops, if any, still read float32 copies).
-    assert per_step.count(("f32", size)) < whole.count(("f32", size)), (per_step, whole)
-    assert per_step.count(("u16", size)) > whole.count(("u16", size)), (per_step, whole)
+    # The loops carry the input's bits where they carried float32 copies.
+    assert ("f32", size) not in per_step and ("u16", size) in per_step, per_step
+    assert ("f32", size) in whole, whole
     # The same float32 products of the same exactly widened values, in the same blocks: the
     # same bits.
     expected = _outputs(impl.conv_general_dilated, lhs, rhs, {})
     monkeypatch.setattr(_formulations, "TAPS_WIDEN_PER_STEP", True)
+    monkeypatch.setattr(_formulations, "SHIFT_WIDEN_PER_STEP", True)
     actual = _outputs(impl.conv_general_dilated, lhs, rhs, {})
     for what, a, e in zip(("O", "dL/dlhs", "dL/drhs"), actual, expected, strict=True):
         assert a.dtype == e.dtype == jnp.bfloat16, what
         np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(e, np.float32), what)
+
+
+@pytest.mark.parametrize("strides, newer, expected", [
+    ((1, 1), False, True), ((2, 2), False, False), ((2, 2), True, True), ((1, 1), True, True)])
+def test_shift_matmul_widens_per_step_at_unit_strides_or_with_newer_kernels(
+        monkeypatch: pytest.MonkeyPatch, strides: tuple, newer: bool, expected: bool) -> None:
+    # Measured per row and jaxlib (item 27 of benchmarks/README.md): the strided forward was
+    # slower per step with jaxlib 0.10.2 (1.13) and faster with 0.12.1 (0.91).
+    monkeypatch.setattr(_formulations, "_newer_kernels", lambda: newer)
+    config = make_config(jax.ShapeDtypeStruct((2, 8, 16, 16), jnp.bfloat16),
+                         jax.ShapeDtypeStruct((8, 8, 3, 3), jnp.bfloat16), strides, "SAME")
+    assert _formulations._widens_per_step(_formulations.shift_matmul, config) is expected
+    assert _formulations._widens_per_step(_formulations.taps_matmul, config) is True
+    assert _formulations._widens_per_step(_formulations.columns_matmul, config) is False
