@@ -139,7 +139,7 @@ for filter_shape in ((32, 64, 1, 1), (32, 64, 3, 3)):
         local = jax.jit(jax.shard_map(grad(impl.conv_general_dilated), mesh=mesh,
                                       in_specs=(P("data"), P()), out_specs=(P("data"), P())))(
             lhs, rhs)
-        name = f"{filter_shape[-1]}x{filter_shape[-1]} {preferred and 'float32 result'}"
+        name = f"{filter_shape[-1]}x{filter_shape[-1]} {'float32' if preferred else 'bfloat16'} result"
         results[name] = {
             "dtypes": sorted({str(g.dtype) for g in (*one, *spread, *local)}),
             "lhs_shards": len(spread[0].sharding.device_set),
