@@ -10,7 +10,8 @@ writing over its input and the transpose of its result, ``MASKED_FLAT`` that lay
 zeros between the planes, ``SCAN_UNBLOCKED`` how
 ``taps_matmul`` scans one feature per step, ``SHARED_PADDING`` one padded input for a depthwise
 forward and its filter gradient, ``FILTER_GRADIENT_FIRST`` the order of a depthwise backward
-pass, and ``TAPS_WIDEN_PER_STEP`` where ``taps_matmul`` widens bfloat16 computed in float32).
+pass, and ``TAPS_WIDEN_PER_STEP``, ``SHIFT_WIDEN_PER_STEP`` and ``CHANNELS_LAST_WIDEN_PER_STEP``
+where those loops widen bfloat16 computed in float32).
 This
 script lowers the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each
 of the two values, on the model suite and the small planes beyond it, times the two programs
@@ -33,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_BYTES",
              "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
              "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT", "TAPS_WIDEN_PER_STEP",
-             "SHIFT_WIDEN_PER_STEP")
+             "SHIFT_WIDEN_PER_STEP", "CHANNELS_LAST_WIDEN_PER_STEP")
 SHAPES = [*bench.model_suite(), *bench.small_planes()]
 
 

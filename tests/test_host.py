@@ -184,32 +184,53 @@ def _loop_operands(lhs: jax.Array, rhs: jax.Array) -> list[tuple[str, int]]:
     return carried
 
 
-# (lhs, rhs): bfloat16 cases computed in float32 whose filter gradient is ``taps_matmul``'s loop
-# over images: a 1x1 and a 3x3 convolution (whose forward and input gradient are
-# ``shift_matmul``'s loops with jaxlib 0.10).
-TAPS_CASES = [((4, 64, 14, 14), (32, 64, 1, 1)), ((2, 64, 28, 28), (64, 64, 3, 3))]
+# (lhs, rhs, the loops' switches): bfloat16 cases computed in float32 whose filter gradient is
+# ``taps_matmul``'s loop over images: a 1x1 and a 3x3 convolution (whose forward and input
+# gradient are ``shift_matmul``'s loops with jaxlib 0.10); and a small plane whose forward and
+# input gradient are ``channels_last_matmul``'s loop over blocks of images (with the rules of an
+# AVX2 host and jaxlib 0.10, pinned below).
+WIDENED_LOOPS = ("TAPS_WIDEN_PER_STEP", "SHIFT_WIDEN_PER_STEP")
+WIDENING_CASES = [((4, 64, 14, 14), (32, 64, 1, 1), WIDENED_LOOPS),
+                  ((2, 64, 28, 28), (64, 64, 3, 3), WIDENED_LOOPS),
+                  ((8, 64, 16, 16), (64, 64, 3, 3), ("CHANNELS_LAST_WIDEN_PER_STEP",))]
 
 
-@pytest.mark.parametrize("lhs_shape, rhs_shape", TAPS_CASES, ids=str)
-def test_the_filter_gradient_loop_widens_each_step_not_the_whole_input(
-        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple, rhs_shape: tuple) -> None:
+@pytest.mark.parametrize("lhs_shape, rhs_shape, switches", WIDENING_CASES,
+                         ids=["taps 1x1", "taps and shift 3x3", "channels last 3x3"])
+def test_the_loops_widen_each_step_not_the_whole_input(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple, rhs_shape: tuple,
+        switches: tuple[str, ...]) -> None:
     monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    if "CHANNELS_LAST_WIDEN_PER_STEP" in switches:
+        monkeypatch.setenv(_host.AVX512_OVERRIDE, "no")
+        monkeypatch.setattr(_formulations, "_newer_kernels", lambda: False)
+        config = make_config(jax.ShapeDtypeStruct(lhs_shape, jnp.float32),
+                             jax.ShapeDtypeStruct(rhs_shape, jnp.float32), (1, 1), "SAME")
+        chosen = _formulations.cpu_formulation(lhs_shape, rhs_shape, config,
+                                               np.dtype(np.float32))
+        assert chosen is _formulations.channels_last_matmul
     rng = np.random.default_rng(2)
     lhs = random_array(rng, lhs_shape, "bfloat16")
     rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(jnp.bfloat16)
     size = math.prod(lhs_shape)
+
+    def wide_copies(carried: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        return [(kind, n) for kind, n in carried if kind == "f32" and n >= size]
+
     per_step = _loop_operands(lhs, rhs)
-    monkeypatch.setattr(_formulations, "TAPS_WIDEN_PER_STEP", False)
-    monkeypatch.setattr(_formulations, "SHIFT_WIDEN_PER_STEP", False)
+    for switch in switches:
+        monkeypatch.setattr(_formulations, switch, False)
     whole = _loop_operands(lhs, rhs)
-    # The loops carry the input's bits where they carried float32 copies.
-    assert ("f32", size) not in per_step and ("u16", size) in per_step, per_step
-    assert ("f32", size) in whole, whole
+    # The loops carry the input's bits (padded, for channels last) where they carried float32
+    # copies.
+    assert not wide_copies(per_step) and any(
+        kind == "u16" and n >= size for kind, n in per_step), per_step
+    assert wide_copies(whole), whole
     # The same float32 products of the same exactly widened values, in the same blocks: the
     # same bits.
     expected = _outputs(impl.conv_general_dilated, lhs, rhs, {})
-    monkeypatch.setattr(_formulations, "TAPS_WIDEN_PER_STEP", True)
-    monkeypatch.setattr(_formulations, "SHIFT_WIDEN_PER_STEP", True)
+    for switch in switches:
+        monkeypatch.setattr(_formulations, switch, True)
     actual = _outputs(impl.conv_general_dilated, lhs, rhs, {})
     for what, a, e in zip(("O", "dL/dlhs", "dL/drhs"), actual, expected, strict=True):
         assert a.dtype == e.dtype == jnp.bfloat16, what
@@ -227,4 +248,5 @@ def test_shift_matmul_widens_per_step_at_unit_strides_or_with_newer_kernels(
                          jax.ShapeDtypeStruct((8, 8, 3, 3), jnp.bfloat16), strides, "SAME")
     assert _formulations._widens_per_step(_formulations.shift_matmul, config) is expected
     assert _formulations._widens_per_step(_formulations.taps_matmul, config) is True
+    assert _formulations._widens_per_step(_formulations.channels_last_matmul, config) is True
     assert _formulations._widens_per_step(_formulations.columns_matmul, config) is False
