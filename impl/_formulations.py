@@ -1344,7 +1344,11 @@ def _widens_per_step(cpu: Formulation, config: ConvConfig) -> bool:
     if cpu is taps_matmul:
         return TAPS_WIDEN_PER_STEP
     if cpu is channels_last_matmul:
-        return CHANNELS_LAST_WIDEN_PER_STEP
+        # Not for a float32 result: its loop writes each block's result over the block's input
+        # (``_output_rows``), which needs both in one type, else it stacks them in a new buffer.
+        wanted = config.preferred_element_type
+        return CHANNELS_LAST_WIDEN_PER_STEP and (wanted is None
+                                                 or np.dtype(wanted) == jnp.bfloat16)
     if cpu is shift_matmul:
         return SHIFT_WIDEN_PER_STEP and (max(config.window_strides, default=1) == 1
                                          or _newer_kernels())

@@ -20,7 +20,7 @@ from jax import lax
 import impl
 from convgrad.tolerances import tolerance
 from impl import _formulations, _host
-from impl._config import make_config
+from impl._config import ConvConfig, make_config
 from tests.conv_oracle import relative_error
 from tests.helpers import random_array
 
@@ -249,4 +249,9 @@ def test_shift_matmul_widens_per_step_at_unit_strides_or_with_newer_kernels(
     assert _formulations._widens_per_step(_formulations.shift_matmul, config) is expected
     assert _formulations._widens_per_step(_formulations.taps_matmul, config) is True
     assert _formulations._widens_per_step(_formulations.channels_last_matmul, config) is True
+    # Its loop writes a block's result over the block's input only where both have one type.
+    wide_result = ConvConfig(**{**config.as_lax_kwargs(),
+                             "preferred_element_type": jnp.float32})
+    assert _formulations._widens_per_step(_formulations.channels_last_matmul,
+                                          wide_result) is False
     assert _formulations._widens_per_step(_formulations.columns_matmul, config) is False
