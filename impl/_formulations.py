@@ -78,6 +78,10 @@ MIN_PER_IMAGE_POSITIONS = 28 * 28
 # batch of 32 features (2^18), but 1.09-1.16 on 8x8 with 32 features (2^16).
 MIN_BFLOAT16_SHIFT_POSITIONS = 7 * 7
 MIN_BFLOAT16_SHIFT_WORK = 2**18
+# At unit strides with jaxlib 0.10, bfloat16 ``shift_matmul`` needs this many contracted features
+# (``_shift_pays``): on an Intel Xeon with AMX, 16 features on 32x32 and 64x64 planes measured
+# 1.10-1.14 of the native kernel's step, 24 on 56x56 0.87 (item 29 of benchmarks/README.md).
+MIN_BFLOAT16_SHIFT_FEATURES = 24
 # The same bounds serve float32 ``channels_last_matmul`` on small planes where ``_avx2_float32``,
 # up to this many contracted features (64 on 16x16: 0.84 of the step; 128 on 14x14: 1.27).
 MAX_AVX2_CHANNELS_LAST_FEATURES = 64
@@ -122,9 +126,11 @@ SHIFT_WIDEN_PER_STEP = True
 # in time, a quarter less memory for the step's temporaries).
 CHANNELS_LAST_WIDEN_PER_STEP = True
 # ``channels_last_matmul`` serves windows from this many taps, and small planes (below
-# ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``).
+# ``MIN_PER_IMAGE_POSITIONS``) up to this many contracted features (``_channels_last_pays``; 512
+# on 7x7 measured 0.81 of the step with jaxlib 0.10.2 and 0.70 with 0.12.1 on an Intel Xeon with
+# AMX, item 29; more features were not measured).
 MIN_CHANNELS_LAST_TAPS = 25
-MAX_CHANNELS_LAST_FEATURES = 128
+MAX_CHANNELS_LAST_FEATURES = 512
 # In 1-D, XLA:CPU's float32 convolution kernel is as fast as its matrix kernel, and the matrix
 # products gain only from this many features on (contracted, or output for ``columns_matmul``).
 MIN_1D_MATMUL_FEATURES = 128
@@ -1068,11 +1074,18 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     features on 28x28 0.97), and with 3-32 contracted features they lost in both dtypes
     (1.06-1.38). They still won in bfloat16 from 64 features (0.54-0.89; 1.07 on 16x16 planes,
     where ``_channels_last_pays`` then serves) and in float32 strided with 128 (0.94).
+
+    In bfloat16 at stride 1 with jaxlib 0.10, from ``MIN_BFLOAT16_SHIFT_FEATURES`` (item 29): on an
+    Intel Xeon with AMX, where bfloat16 runs as such (``_widens_bfloat16``), 16 contracted
+    features lost (1.10-1.14 on 32x32 and 64x64, 4 processes; 1.11 on 64x64 in the sixth
+    session), 24 and 32 won (0.87, 0.86-0.87). Strided, 3 features (the stem) still won (0.91).
     """
     if _newer_kernels():
         return contracted >= MIN_NEWER_MATMUL_FEATURES and (dtype == jnp.bfloat16 or strided)
-    if dtype == jnp.bfloat16 or strided:
+    if strided:
         return True
+    if dtype == jnp.bfloat16:
+        return contracted >= MIN_BFLOAT16_SHIFT_FEATURES
     return contracted >= 48 and outs < 96
 
 
@@ -1128,6 +1141,12 @@ def _channels_last_pays(positions: int, taps: int, features: int, strided: bool)
     (fourteenth, ``benchmarks/results/jax-versions-cpu-xeon/small-planes-jax0.10.2.md``), 0.88
     on 64 features on 16x16, 0.98 on the suite's large batch, 1.02 on 128 on 14x14. Since then
     one answer serves every CPU and jaxlib.
+
+    Up to 512 features since the twenty-ninth session (item 29), on a faster Xeon with AMX
+    (``benchmarks/results/formulation-sweep-cpu-xeon-amx/``, 4 processes): 512 features on 7x7
+    0.81 (jaxlib 0.10.2) and 0.70 (0.12.1), 256 on 14x14 0.95 and 0.99, 128 on 14x14 0.95 and
+    0.86. Where bfloat16 runs as bfloat16 on an x86 CPU at all, it has bfloat16 dot-product
+    instructions (``_widens_bfloat16``), so the EPYC's ties no longer apply.
     """
     if strided:
         return False

@@ -439,14 +439,19 @@ def test_lhs_dilation_four_in_one_dimension_keeps_polyphase(
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, strides, expected", [
-    # Below 28x28 at stride 1 with up to 128 features, channels last in blocks of images (on
+    # Below 28x28 at stride 1 with up to 512 features, channels last in blocks of images (on
     # every CPU: _channels_last_pays); with more features, and from 28x28, per image.
     ((256, 32, 16, 16), (32, 32, 3, 3), (1, 1),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
     ((64, 128, 14, 14), (128, 128, 3, 3), (1, 1),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
-    ((32, 512, 7, 7), (512, 512, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "native"]),
+    ((32, 512, 7, 7), (512, 512, 3, 3), (1, 1),
+     ["channels_last_matmul", "channels_last_matmul", "native"]),
+    ((16, 1024, 7, 7), (1024, 1024, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "native"]),
     ((16, 64, 28, 28), (64, 64, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "taps_matmul"]),
+    # Few contracted features at stride 1: the native kernel (16 measured slower as products).
+    ((64, 16, 32, 32), (16, 16, 3, 3), (1, 1), ["native", "native", "taps_matmul"]),
+    ((16, 24, 56, 56), (24, 24, 3, 3), (1, 1), ["shift_matmul", "shift_matmul", "taps_matmul"]),
     # 5x5 windows: channels last on any plane.
     ((8, 32, 56, 56), (32, 32, 5, 5), (1, 1),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
@@ -532,7 +537,8 @@ def test_with_jaxlib_0_11_the_refitted_rules_answer(
     # float32 at stride 1 takes them from 48 contracted features, below 96 output features.
     ("float32", (1, 1), (2, 64, 28, 30), (64, 64, 3, 2),
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
-    ("bfloat16", (1, 1), (2, 4, 28, 30), (5, 4, 3, 2),
+    # bfloat16 at stride 1 from 24 contracted features.
+    ("bfloat16", (1, 1), (2, 24, 28, 30), (24, 24, 3, 2),
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
     ("bfloat16", (1, 1), (4, 64, 12, 11), (64, 64, 3, 2),
      ["channels_last_matmul", "channels_last_matmul", "native"]),
