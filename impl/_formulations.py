@@ -141,6 +141,13 @@ MIN_1D_MATMUL_FEATURES = 128
 NEWER_KERNELS_JAXLIB = (0, 11)
 MIN_NEWER_MATMUL_FEATURES = 48
 MIN_NEWER_TAPS_FEATURES = 24
+# From this jaxlib on, XLA:CPU's bfloat16 products (float32 sums) ran no faster than its float32
+# ones on an Intel Xeon with AMX, where jaxlib 0.10.2's ran 5.6x faster on the same machine
+# (item 29 of benchmarks/README.md), and bfloat16 ``shift_matmul`` lost to the native kernel at
+# unit strides (``_slow_bfloat16_products``). ``SLOW_BFLOAT16_PRODUCTS`` (0 or 1) switches that
+# rule off and on for ``benchmarks/ab_constants.py``.
+SLOW_BFLOAT16_PRODUCTS_JAXLIB = (0, 12, 1)
+SLOW_BFLOAT16_PRODUCTS = True
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -1015,6 +1022,28 @@ def _newer_kernels() -> bool:
     return _JAXLIB_VERSION >= NEWER_KERNELS_JAXLIB
 
 
+def _slow_bfloat16_products() -> bool:
+    """Whether bfloat16 takes float32's answer in ``_shift_pays``: jaxlib 0.12.1 and later.
+
+    On the Intel Xeon with AMX of item 29 of benchmarks/README.md, XLA:CPU's 2048² product of
+    bfloat16 operands with float32 sums ran at 243-255 GFLOP/s with jaxlib 0.12.1 (its float32
+    one 272-282), and at 1421-1483 with jaxlib 0.10.2 on the same machine; no ``XLA_FLAGS``
+    setting of 0.12.1 (oneDNN, XNNPACK, YNNPACK fusions) changed it. A Xeon of the same name had
+    run jaxlib 0.12.0.1's at 706-782, where the rules for jaxlib 0.11 on were fitted. Whole steps
+    with 0.12.1 there (``benchmarks/sweep_formulations.py --rules _shift_pays``, 2-3 processes):
+    bfloat16 ``shift_matmul`` (and ``channels_last_matmul`` where it takes its place) took
+    1.05-1.37 of the native kernel's step on 10 of 11 shapes at stride 1 (dilated 1.25, resnet
+    3x3 1.14, small planes 1.13-1.23, 5x5 windows 1.37) and 1.01-1.08 strided; only 512 features
+    on 7x7 gained (0.73). ``taps_matmul`` still gained (0.66-0.91). So bfloat16 answers as
+    float32 there, whose products now run as fast: ``shift_matmul`` only strided, from 48
+    features. Whole steps, this rule against the rules for 0.11 (``benchmarks/ab_constants.py
+    --constant SLOW_BFLOAT16_PRODUCTS``, 3 processes): dilated 0.84, resnet 3x3 s1 0.86, the
+    video 0.89, small planes 0.81-0.90, resnet 3x3 s2 1.00 (1.03 with ``shift_matmul`` left
+    out strided too).
+    """
+    return bool(SLOW_BFLOAT16_PRODUCTS) and _JAXLIB_VERSION >= SLOW_BFLOAT16_PRODUCTS_JAXLIB
+
+
 def _avx2_float32(dtype: np.dtype) -> bool:
     """Whether float32 products also serve small planes and folded 3-D sub-convolutions.
 
@@ -1079,8 +1108,12 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     Intel Xeon with AMX, where bfloat16 runs as such (``_widens_bfloat16``), 16 contracted
     features lost (1.10-1.14 on 32x32 and 64x64, 4 processes; 1.11 on 64x64 in the sixth
     session), 24 and 32 won (0.87, 0.86-0.87). Strided, 3 features (the stem) still won (0.91).
+
+    With jaxlib 0.12.1 and later bfloat16 answers as float32 (``_slow_bfloat16_products``).
     """
     if _newer_kernels():
+        if dtype == jnp.bfloat16 and _slow_bfloat16_products():
+            dtype = np.dtype(np.float32)  # its products no faster: float32's answer
         return contracted >= MIN_NEWER_MATMUL_FEATURES and (dtype == jnp.bfloat16 or strided)
     if strided:
         return True

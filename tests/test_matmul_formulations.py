@@ -376,15 +376,18 @@ class _Recorder:
 
 def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
             rhs_shape: tuple[int, ...], dtype: str, recorder: _Recorder | None = None,
-            newer: bool = False, **kwargs: Any) -> list[str]:
+            newer: bool = False, slow_bfloat16: bool = False, **kwargs: Any) -> list[str]:
     """Formulations of (forward, input gradient, filter gradient) of ``jax.grad`` of the op.
 
     ``newer``: as made with jaxlib 0.11 or later (the rules refitted for its kernels,
     ``_newer_kernels``), whatever jaxlib is installed; by default as with 0.10.
+    ``slow_bfloat16``: with ``newer``, as with jaxlib 0.12.1 or later
+    (``_slow_bfloat16_products``); by default as with 0.11 to 0.12.0.
     """
     recorder = recorder or _Recorder()
     monkeypatch.setattr(formulations, "cpu_formulation", recorder)
     monkeypatch.setattr(formulations, "_newer_kernels", lambda: newer)
+    monkeypatch.setattr(formulations, "_slow_bfloat16_products", lambda: slow_bfloat16)
 
     kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), **kwargs}
 
@@ -533,6 +536,37 @@ def test_with_jaxlib_0_11_the_refitted_rules_answer(
                    window_strides=strides) == expected
 
 
+@pytest.mark.parametrize("lhs_shape, rhs_shape, strides, expected", [
+    ((16, 64, 56, 56), (64, 64, 3, 3), (1, 1), ["native", "native", "taps_matmul"]),
+    ((128, 64, 16, 16), (64, 64, 3, 3), (1, 1), ["native", "native", "taps_matmul"]),
+    ((12, 64, 28, 28), (64, 64, 5, 5), (1, 1), ["native", "native", "taps_matmul"]),
+    # Strided from 48 features, as float32.
+    ((16, 128, 56, 56), (128, 128, 3, 3), (2, 2), ["shift_matmul", "polyphase", "taps_matmul"]),
+])
+def test_with_jaxlib_0_12_1_bfloat16_products_answer_as_float32_at_unit_strides(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+        strides: tuple[int, ...], expected: list[str]) -> None:
+    # Its bfloat16 products ran at its float32 speed (_slow_bfloat16_products): only the filter
+    # gradient's products keep bfloat16's own rule. float32 answers as with 0.11.
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16", newer=True,
+                   slow_bfloat16=True, window_strides=strides) == expected
+    monkeypatch.undo()
+    float32 = _chosen(monkeypatch, lhs_shape, rhs_shape, "float32", newer=True,
+                      slow_bfloat16=True, window_strides=strides)
+    monkeypatch.undo()
+    assert float32 == _chosen(monkeypatch, lhs_shape, rhs_shape, "float32", newer=True,
+                              window_strides=strides)
+
+
+def test_the_slow_bfloat16_rule_starts_at_jaxlib_0_12_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for version, slow in (((0, 10, 2), False), ((0, 12, 0, 1), False), ((0, 12, 1), True),
+                          ((0, 13), True)):
+        monkeypatch.setattr(formulations, "_JAXLIB_VERSION", version)
+        assert formulations._slow_bfloat16_products() is slow, version
+    monkeypatch.setattr(formulations, "SLOW_BFLOAT16_PRODUCTS", False)
+    assert not formulations._slow_bfloat16_products()
+
+
 @pytest.mark.parametrize("dtype, strides, lhs_shape, rhs_shape, expected", [
     # float32 at stride 1 takes them from 48 contracted features, below 96 output features.
     ("float32", (1, 1), (2, 64, 28, 30), (64, 64, 3, 2),
@@ -582,10 +616,13 @@ import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import impl
+from impl import _formulations
 assert len(jax.devices()) == 8, jax.devices()
 mesh = Mesh(np.array(jax.devices()), ("b",))
 keys = jax.random.split(jax.random.key(0))
-# 64 features: the loops are chosen by the rules for jaxlib 0.10 and for 0.11 and later alike.
+# 64 features: the loops are chosen by the rules for jaxlib 0.10 and for 0.11 and later alike,
+# bfloat16's as before jaxlib 0.12.1 (which leaves unit-stride bfloat16 to the native kernel).
+_formulations.SLOW_BFLOAT16_PRODUCTS = False
 # The filter scaled as initialized (fan-in 576), so that the outputs and cos(outputs) stay O(1).
 lhs = jax.random.normal(keys[0], (16, 64, 28, 28))
 rhs = jax.random.normal(keys[1], (64, 64, 3, 3)) / 24
