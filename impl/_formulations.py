@@ -1032,8 +1032,8 @@ def _slow_bfloat16_products() -> bool:
     run jaxlib 0.12.0.1's at 706-782, where the rules for jaxlib 0.11 on were fitted. Whole steps
     with 0.12.1 there (``benchmarks/sweep_formulations.py --rules _shift_pays``, 2-3 processes):
     bfloat16 ``shift_matmul`` (and ``channels_last_matmul`` where it takes its place) took
-    1.05-1.37 of the native kernel's step on 10 of 11 shapes at stride 1 (dilated 1.25, resnet
-    3x3 1.14, small planes 1.13-1.23, 5x5 windows 1.37) and 1.01-1.08 strided; only 512 features
+    1.05-1.60 of the native kernel's step on 10 of 11 shapes at stride 1 (dilated 1.25, resnet
+    3x3 1.14, small planes 1.13-1.23, 5x5 windows 1.37-1.60) and 1.01-1.08 strided; only 512 features
     on 7x7 gained (0.73). ``taps_matmul`` still gained (0.66-0.91). So bfloat16 answers as
     float32 there, whose products now run as fast: ``shift_matmul`` only strided, from 48
     features. Whole steps, this rule against the rules for 0.11 (``benchmarks/ab_constants.py
