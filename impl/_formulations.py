@@ -1112,9 +1112,9 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     With jaxlib 0.12.1 and later bfloat16 answers as float32 (``_slow_bfloat16_products``).
     """
     if _newer_kernels():
-        if dtype == jnp.bfloat16 and _slow_bfloat16_products():
-            dtype = np.dtype(np.float32)  # its products no faster: float32's answer
-        return contracted >= MIN_NEWER_MATMUL_FEATURES and (dtype == jnp.bfloat16 or strided)
+        # Where bfloat16 products run no faster than float32 ones, bfloat16 takes float32's answer.
+        fast_bfloat16 = dtype == jnp.bfloat16 and not _slow_bfloat16_products()
+        return contracted >= MIN_NEWER_MATMUL_FEATURES and (fast_bfloat16 or strided)
     if strided:
         return True
     if dtype == jnp.bfloat16:
