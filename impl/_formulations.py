@@ -148,6 +148,11 @@ MIN_NEWER_TAPS_FEATURES = 24
 # rule off and on for ``benchmarks/ab_constants.py``.
 SLOW_BFLOAT16_PRODUCTS_JAXLIB = (0, 12, 1)
 SLOW_BFLOAT16_PRODUCTS = True
+# There, bfloat16 small planes in channels last (``_channels_last_pays``) still paid with many
+# contracted features: from this many per unit of the plane's side, √(output positions)
+# (``_many_features_on_small_plane``, item 30 of benchmarks/README.md: 256 features on 7x7
+# 0.83 of the step, 512 on 7x7 0.71 and on 14x14 0.86; 256 on 14x14 1.01, 128 1.13).
+SLOW_BFLOAT16_FEATURES_PER_SIDE = 32
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -1040,8 +1045,27 @@ def _slow_bfloat16_products() -> bool:
     --constant SLOW_BFLOAT16_PRODUCTS``, 3 processes): dilated 0.84, resnet 3x3 s1 0.86, the
     video 0.89, small planes 0.81-0.90, resnet 3x3 s2 1.00 (1.03 with ``shift_matmul`` left
     out strided too).
+
+    Except on small planes with many features (``_many_features_on_small_plane``).
     """
     return bool(SLOW_BFLOAT16_PRODUCTS) and _JAXLIB_VERSION >= SLOW_BFLOAT16_PRODUCTS_JAXLIB
+
+
+def _many_features_on_small_plane(contracted: int, positions: int) -> bool:
+    """Whether bfloat16 keeps its own answer in ``_shift_pays`` where its products are slow
+    (``_slow_bfloat16_products``): on a small plane that ``channels_last_matmul`` serves
+    (``_channels_last_pays``) with at least ``SLOW_BFLOAT16_FEATURES_PER_SIDE`` contracted
+    features per unit of the plane's side, √``positions``.
+
+    Item 30 of benchmarks/README.md, jaxlib 0.12.1 on the Intel Xeon with AMX of item 29
+    (``benchmarks/sweep_formulations.py --rules _shift_pays``, 3 processes), whole steps with
+    channels last against the native kernel: 256 features on 7x7 0.83, 512 on 7x7 0.71, 512 on
+    14x14 0.86; 256 on 14x14 1.01 and, in the twenty-ninth session's sweeps, 128 on 14x14 1.13
+    and 64 on 16x16 1.23. XLA's kernel loses its speed on the smallest planes, and the products
+    gain theirs with more features.
+    """
+    return (positions < MIN_PER_IMAGE_POSITIONS and contracted <= MAX_CHANNELS_LAST_FEATURES
+            and contracted * contracted >= SLOW_BFLOAT16_FEATURES_PER_SIDE ** 2 * positions)
 
 
 def _avx2_float32(dtype: np.dtype) -> bool:
@@ -1086,7 +1110,8 @@ def _taps_blocks_pay(dtype: np.dtype) -> bool:
     return np.dtype(dtype) == np.float32 and _host.without_avx512()
 
 
-def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> bool:
+def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool, positions: int
+                ) -> bool:
     """Whether ``shift_matmul`` measured faster than XLA:CPU's 2-D convolution kernel.
 
     From whole steps with it forced on and off (``benchmarks/sweep_formulations.py``, results in
@@ -1109,11 +1134,15 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool) -> b
     features lost (1.10-1.14 on 32x32 and 64x64, 4 processes; 1.11 on 64x64 in the sixth
     session), 24 and 32 won (0.87, 0.86-0.87). Strided, 3 features (the stem) still won (0.91).
 
-    With jaxlib 0.12.1 and later bfloat16 answers as float32 (``_slow_bfloat16_products``).
+    With jaxlib 0.12.1 and later bfloat16 answers as float32 (``_slow_bfloat16_products``), but
+    on small planes with many features (``_many_features_on_small_plane``; ``positions``: output
+    positions per image).
     """
     if _newer_kernels():
-        # Where bfloat16 products run no faster than float32 ones, bfloat16 takes float32's answer.
-        fast_bfloat16 = dtype == jnp.bfloat16 and not _slow_bfloat16_products()
+        # Where bfloat16 products run no faster than float32 ones, bfloat16 takes float32's answer
+        # but on small planes with many features.
+        fast_bfloat16 = dtype == jnp.bfloat16 and (
+            not _slow_bfloat16_products() or _many_features_on_small_plane(contracted, positions))
         return contracted >= MIN_NEWER_MATMUL_FEATURES and (fast_bfloat16 or strided)
     if strided:
         return True
@@ -1275,7 +1304,7 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     ) * _compute_dtype_of(dtype, config).itemsize
     columns_block = taps * features * positions * dtype.itemsize
     if (len(window) == 2 and not dilated and shift_block <= MAX_MATMUL_BLOCK_BYTES
-            and _shift_pays(dtype, features, outs, strided)):
+            and _shift_pays(dtype, features, outs, strided, positions)):
         if _channels_last_pays(positions, taps, features, strided):
             return channels_last_matmul
         return shift_matmul

@@ -558,6 +558,26 @@ def test_with_jaxlib_0_12_1_bfloat16_products_answer_as_float32_at_unit_strides(
                               window_strides=strides)
 
 
+@pytest.mark.parametrize("lhs_shape, rhs_shape, expected", [
+    # At least 32 features per unit of the plane's side: channels last, as with 0.11.
+    ((64, 256, 7, 7), (256, 256, 3, 3), ["channels_last_matmul", "channels_last_matmul", "native"]),
+    ((32, 512, 7, 7), (512, 512, 3, 3), ["channels_last_matmul", "channels_last_matmul", "native"]),
+    ((16, 512, 14, 14), (512, 512, 3, 3),
+     ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
+    # Fewer: the native kernel, as float32.
+    ((16, 256, 14, 14), (256, 256, 3, 3), ["native", "native", "taps_matmul"]),
+    ((64, 128, 14, 14), (128, 128, 3, 3), ["native", "native", "taps_matmul"]),
+    # More features than channels last serves: not measured, the native kernel.
+    ((8, 1024, 7, 7), (1024, 1024, 3, 3), ["native", "native", "native"]),
+])
+def test_with_jaxlib_0_12_1_small_planes_with_many_features_keep_channels_last(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+        expected: list[str]) -> None:
+    # Item 30: XLA's kernel is slowest on the smallest planes (_many_features_on_small_plane).
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16", newer=True,
+                   slow_bfloat16=True) == expected
+
+
 def test_the_slow_bfloat16_rule_starts_at_jaxlib_0_12_1(monkeypatch: pytest.MonkeyPatch) -> None:
     for version, slow in (((0, 10, 2), False), ((0, 12, 0, 1), False), ((0, 12, 1), True),
                           ((0, 13), True)):
