@@ -96,6 +96,18 @@ def small_planes() -> list[Shape]:
     ]
 
 
+def many_features() -> list[Shape]:
+    """Small planes with many features (ResNet's and wide ResNets' last stages), for the A/B
+    scripts: where the CPU rules for many features on small planes choose (jaxlib 0.12.1)."""
+    return [
+        Shape("128 features 7x7", "2-D", (64, 128, 7, 7), (128, 128, 3, 3), pad=1),
+        Shape("256 features 7x7", "2-D", (64, 256, 7, 7), (256, 256, 3, 3), pad=1),
+        Shape("512 features 7x7", "2-D", (32, 512, 7, 7), (512, 512, 3, 3), pad=1),
+        Shape("640 features 8x8", "2-D", (16, 640, 8, 8), (640, 640, 3, 3), pad=1),
+        Shape("512 features 14x14", "2-D", (16, 512, 14, 14), (512, 512, 3, 3), pad=1),
+    ]
+
+
 def quick_suite() -> list[Shape]:
     """Tiny shapes for smoke tests: structure, not speed."""
     return [

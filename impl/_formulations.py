@@ -148,11 +148,18 @@ MIN_NEWER_TAPS_FEATURES = 24
 # rule off and on for ``benchmarks/ab_constants.py``.
 SLOW_BFLOAT16_PRODUCTS_JAXLIB = (0, 12, 1)
 SLOW_BFLOAT16_PRODUCTS = True
-# There, bfloat16 small planes in channels last (``_channels_last_pays``) still paid with many
-# contracted features: from this many per unit of the plane's side, √(output positions)
-# (``_many_features_on_small_plane``, item 30 of benchmarks/README.md: 256 features on 7x7
-# 0.83 of the step, 512 on 7x7 0.71 and on 14x14 0.86; 256 on 14x14 1.01, 128 1.13).
-SLOW_BFLOAT16_FEATURES_PER_SIDE = 32
+# A small plane has many features from this many per unit of its side, √(positions)
+# (``_many_features_on_small_plane``). With jaxlib 0.12.1 bfloat16 channels last still paid there
+# (item 30 of benchmarks/README.md: 256 features on 7x7 0.83 of the step, 512 on 7x7 0.71 and on
+# 14x14 0.86; 256 on 14x14 1.01, 128 1.13), and so did ``tap_products`` and ``position_products``.
+MIN_FEATURES_PER_SIDE = 32
+# From this jaxlib on, XLA:CPU's convolution kernel ran small planes with many features at half
+# its jaxlib 0.10.2 speed or less on that Xeon (item 30): there ``tap_products`` serves float32
+# forward and input gradients, and ``position_products`` filter gradients below ``taps_matmul``'s
+# planes (``_flat_products_pay``). ``FLAT_PRODUCTS`` (0 or 1) switches them off and on for
+# ``benchmarks/ab_constants.py``.
+SLOW_SMALL_PLANE_KERNELS_JAXLIB = (0, 12, 1)
+FLAT_PRODUCTS = True
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -929,6 +936,105 @@ def channels_last_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> 
     return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
 
 
+# Small planes with many features, whole batch: one product per tap.
+#
+# With jaxlib 0.12.1 XLA:CPU's convolution kernel ran small planes with many features at a half
+# or less of its jaxlib 0.10.2 speed (item 30 of benchmarks/README.md: 512 features on 7x7, float32
+# forward 93 ms against 50). Laid out channels last with the planes end to end (the flat layout
+# without gaps above), the input read at tap t is the rows shifted by off_t = Σ (d·t_a - lo_a)·st_a,
+# masked where a read crosses a plane's edge (``_edge_masks``): one contiguous slice per tap, which
+# XLA copies with the mask fused in. Then
+#   forward (``tap_products``):             O = Σ_t X_t · F_t,    (B·n × C) · (C × O) per tap;
+#   few outputs (``position_products``):    O[:, :, q] = X_qᵀ · G, (C × B·n) · (B·n × O) per q,
+# the second the filter gradient of a stride-1 convolution (its outputs are the forward's taps, its
+# window the forward's output plane, zero-padded to the input's). Every product spans the whole
+# batch, so with 256-512 features it runs near XLA's matrix speed; with fewer, the slices cost
+# more than the kernel (128 features on 7x7: 1.3-2.0x the native pieces).
+def _shifted_rows(rows: jax.Array, batch: int, offsets: Sequence[int],
+                  masks: Sequence[np.ndarray | None]) -> Iterator[jax.Array]:
+    """``rows`` (batch·plane, C) read at each offset, zero where that tap's mask (per plane
+    position) is False: one masked slice of a copy padded by the largest offsets."""
+    low, high = max(0, -min(offsets)), max(0, max(offsets))
+    padded = lax.pad(rows, jnp.zeros((), rows.dtype), [(low, high, 0), (0, 0, 0)])
+    length, features = rows.shape
+    for offset, mask in zip(offsets, masks, strict=True):
+        part = lax.slice_in_dim(padded, low + offset, low + offset + length)
+        if mask is not None:
+            part = jnp.where(mask[None, :, None], part.reshape(batch, -1, features),
+                             0).reshape(length, features)
+        yield part
+
+
+def _tap_offsets(extents: Sequence[int], taps: Sequence[int], config: ConvConfig) -> list[int]:
+    """Per tap (row-major over ``taps``), its flat offset Σ (d·t_a - lo_a)·st_a in a plane of
+    these extents."""
+    strides = _flat_strides(extents)
+    return [sum((d * t - lo) * st for d, t, (lo, _), st in zip(
+        config.rhs_dilation, tap, config.padding, strides, strict=True))
+        for tap in np.ndindex(*taps)]
+
+
+def _flat_products_fit(in_spatial: Sequence[int], inner: Sequence[int], config: ConvConfig
+                       ) -> bool:
+    """Whether ``tap_products`` or ``position_products`` computes this dense case: unit strides,
+    no lhs dilation, non-negative padding, and ``inner`` extents that fit the input's plane (the
+    outputs for ``tap_products``, the window for ``position_products``, which also needs unit
+    rhs dilation)."""
+    return (max(config.window_strides) == 1 and max(config.lhs_dilation) == 1
+            and max(config.feature_group_count, config.batch_group_count) == 1
+            and min(min(pad) for pad in config.padding) >= 0 and 0 not in in_spatial
+            and all(m <= n for m, n in zip(inner, in_spatial, strict=True)))
+
+
+def tap_products(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense stride-1 convolution as one product per tap over the whole batch, channels last."""
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    kind, dtype = _product_types(lhs, config)
+    batch, features = lhs.shape[lhs_spec[0]], lhs.shape[lhs_spec[1]]
+    rows = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])).reshape(-1, features)
+    filters = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])).astype(kind)
+    filters = filters.reshape(-1, *filters.shape[-2:])                   # (T, C, O)
+    offsets = _tap_offsets(in_spatial, window, config)
+    masks = _edge_masks(in_spatial, out_spatial, window, config)
+    out = None
+    for tap, part in enumerate(_shifted_rows(rows, batch, offsets, masks)):
+        product = lax.dot_general(part.astype(kind), filters[tap], (((1,), (0,)), ((), ())),
+                                  precision=config.precision, preferred_element_type=dtype)
+        out = product if out is None else out + product
+    out = out.reshape(batch, *in_spatial, -1)
+    out = lax.slice(out, [0] * out.ndim, [batch, *out_spatial, out.shape[-1]])
+    out = out.astype(config.preferred_element_type or lhs.dtype)
+    return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
+
+
+def position_products(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense stride-1 convolution with few output positions (a filter gradient) as one product
+    per output position over the whole batch and window, channels last."""
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    kind, dtype = _product_types(lhs, config)
+    planes, columns = lhs.shape[lhs_spec[1]], lhs.shape[lhs_spec[0]]
+    # lhs as (I·n, N): the contracted I (here the forward's images) with the plane, N last.
+    rows = jnp.transpose(lhs, (lhs_spec[1], *lhs_spec[2:], lhs_spec[0])).reshape(-1, columns)
+    # rhs as (I, *window, O), zero-padded to the input's plane: (I·n, O).
+    window_rows = jnp.transpose(rhs, (rhs_spec[1], *rhs_spec[2:], rhs_spec[0]))
+    window_rows = lax.pad(window_rows, jnp.zeros((), rhs.dtype),
+                          [(0, 0, 0), *[(0, n - k, 0) for n, k in zip(in_spatial, window,
+                                                                     strict=True)], (0, 0, 0)])
+    window_rows = window_rows.reshape(rows.shape[0], -1).astype(kind)
+    # Output q reads input position t - lo + q for window position t: the taps' offsets and
+    # masks with the window and the outputs exchanged (unit rhs dilation, checked by the caller).
+    offsets = _tap_offsets(in_spatial, out_spatial, config)
+    masks = _edge_masks(in_spatial, window, out_spatial, config)
+    out = jnp.stack([lax.dot_general(part.astype(kind), window_rows, (((0,), (0,)), ((), ())),
+                                     precision=config.precision, preferred_element_type=dtype)
+                     for part in _shifted_rows(rows, planes, offsets, masks)], axis=-1)
+    out = out.reshape(columns, -1, *out_spatial)                         # (N, O, *out)
+    out = out.astype(config.preferred_element_type or lhs.dtype)
+    return jnp.transpose(out, np.argsort(out_spec))
+
+
 def _output_rows(blocks: jax.Array, size: int, out_dtype: np.dtype) -> int | None:
     """Rows of ``blocks``' steps that hold a step's ``size`` outputs, or None if they do not fit.
 
@@ -1051,11 +1157,13 @@ def _slow_bfloat16_products() -> bool:
     return bool(SLOW_BFLOAT16_PRODUCTS) and _JAXLIB_VERSION >= SLOW_BFLOAT16_PRODUCTS_JAXLIB
 
 
-def _many_features_on_small_plane(contracted: int, positions: int) -> bool:
-    """Whether bfloat16 keeps its own answer in ``_shift_pays`` where its products are slow
-    (``_slow_bfloat16_products``): on a small plane that ``channels_last_matmul`` serves
-    (``_channels_last_pays``) with at least ``SLOW_BFLOAT16_FEATURES_PER_SIDE`` contracted
-    features per unit of the plane's side, √``positions``.
+def _many_features_on_small_plane(features: int, positions: int) -> bool:
+    """Whether a plane of ``positions`` is small (below ``MIN_PER_IMAGE_POSITIONS``) and has at
+    least ``MIN_FEATURES_PER_SIDE`` ``features`` per unit of its side, √``positions``.
+
+    Where bfloat16 products are slow (``_slow_bfloat16_products``) bfloat16 keeps its own answer
+    in ``_shift_pays`` there (``channels_last_matmul``, which serves up to
+    ``MAX_CHANNELS_LAST_FEATURES``).
 
     Item 30 of benchmarks/README.md, jaxlib 0.12.1 on the Intel Xeon with AMX of item 29
     (``benchmarks/sweep_formulations.py --rules _shift_pays``, 3 processes), whole steps with
@@ -1064,8 +1172,30 @@ def _many_features_on_small_plane(contracted: int, positions: int) -> bool:
     and 64 on 16x16 1.23. XLA's kernel loses its speed on the smallest planes, and the products
     gain theirs with more features.
     """
-    return (positions < MIN_PER_IMAGE_POSITIONS and contracted <= MAX_CHANNELS_LAST_FEATURES
-            and contracted * contracted >= SLOW_BFLOAT16_FEATURES_PER_SIDE ** 2 * positions)
+    return (positions < MIN_PER_IMAGE_POSITIONS
+            and features * features >= MIN_FEATURES_PER_SIDE ** 2 * positions)
+
+
+def _flat_products_pay(positions: int, features: int) -> bool:
+    """Whether ``tap_products`` (float32 forward and input gradients) or ``position_products``
+    (filter gradients on planes below ``taps_matmul``'s) measured faster than XLA:CPU's kernel:
+    from jaxlib 0.12.1 (``SLOW_SMALL_PLANE_KERNELS_JAXLIB``) on small planes with many features
+    (``_many_features_on_small_plane``; ``positions``: the plane's, ``features``: contracted for
+    a forward, the smaller of the filter's two for a filter gradient).
+
+    Item 30 of benchmarks/README.md, each convolution alone with jaxlib 0.12.1 against the op as
+    it was: float32 forward and input gradient 0.51-0.56 with 512 features on 7x7, 0.71-0.73 with
+    256, 0.88-0.92 with 512 on 14x14, 0.98-1.08 with 256 on 14x14, 1.5-2.0 with 128 on 7x7;
+    bfloat16 forwards lost to channels last. Filter gradients on 7x7: 0.50 and 0.78 (float32,
+    512 and 256 features), 0.41 and 0.45 (bfloat16), 1.06-1.32 with 128.
+    """
+    return _slow_small_plane_kernels() and _many_features_on_small_plane(features, positions)
+
+
+def _slow_small_plane_kernels() -> bool:
+    """Whether XLA:CPU's convolution kernel is the slow one on small planes with many features:
+    jaxlib 0.12.1 and later (``SLOW_SMALL_PLANE_KERNELS_JAXLIB``, ``_flat_products_pay``)."""
+    return bool(FLAT_PRODUCTS) and _JAXLIB_VERSION >= SLOW_SMALL_PLANE_KERNELS_JAXLIB
 
 
 def _avx2_float32(dtype: np.dtype) -> bool:
@@ -1142,7 +1272,8 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool, posi
         # Where bfloat16 products run no faster than float32 ones, bfloat16 takes float32's answer
         # but on small planes with many features.
         fast_bfloat16 = dtype == jnp.bfloat16 and (
-            not _slow_bfloat16_products() or _many_features_on_small_plane(contracted, positions))
+            not _slow_bfloat16_products() or (contracted <= MAX_CHANNELS_LAST_FEATURES and
+                                              _many_features_on_small_plane(contracted, positions)))
         return contracted >= MIN_NEWER_MATMUL_FEATURES and (fast_bfloat16 or strided)
     if strided:
         return True
@@ -1272,7 +1403,10 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     there, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient
     of a stride-2 convolution), in float32 and, from 128 contracted features, in bfloat16;
     ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel
-    measured as fast or faster (dilation 4, few features, windows of 9-25 taps).
+    measured as fast or faster (dilation 4, few features, windows of 9-25 taps). With jaxlib
+    0.12.1, small planes with many features (``_flat_products_pay``, item 30): ``tap_products``
+    for float32 forwards and input gradients, ``position_products`` for filter gradients below
+    ``taps_matmul``'s planes, in both dtypes.
     """
     lhs_spec, rhs_spec, _ = config.dimension_numbers
     in_spatial, window, out_spatial = spatial_shapes(config, lhs_shape, rhs_shape)
@@ -1281,11 +1415,17 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
         return None
     taps, positions = int(np.prod(window)), int(np.prod(out_spatial))
     features, outs = lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]]
+    batch = lhs_shape[lhs_spec[0]]
+    if positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and (
+            positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
+            and _taps_pay(taps, positions, min(batch, outs), dtype)):
+        return taps_matmul
+    # Fewer outputs than taps (a filter gradient's), also on 7x7 planes (49 taps).
+    if (positions <= MAX_TAPS_MATMUL_OUTPUTS and positions < taps
+            and max(config.rhs_dilation) == 1 and _flat_products_fit(in_spatial, window, config)
+            and _flat_products_pay(taps, min(batch, outs))):
+        return position_products
     if positions <= MAX_TAPS_MATMUL_OUTPUTS < taps:
-        batch = lhs_shape[lhs_spec[0]]
-        if (positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
-                and _taps_pay(taps, positions, min(batch, outs), dtype)):
-            return taps_matmul
         return None
     # A 2-D plane with enough positions and work per image for the per-image products.
     enough_work = (len(window) == 2 and positions >= MIN_BFLOAT16_SHIFT_POSITIONS
@@ -1296,7 +1436,13 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
             and taps < MIN_CHANNELS_LAST_TAPS and features <= MAX_AVX2_CHANNELS_LAST_FEATURES
             and positions < MIN_PER_IMAGE_POSITIONS):
         return channels_last_matmul  # small float32 planes without AVX-512 (``_avx2_float32``)
-    if taps > MAX_UNROLLED_TAPS or (positions < MIN_PER_IMAGE_POSITIONS and not small_plane_pays):
+    if taps > MAX_UNROLLED_TAPS:
+        return None
+    if (dtype == np.float32 and len(window) == 2 and _flat_products_fit(in_spatial, out_spatial,
+                                                                          config)
+            and _flat_products_pay(positions, features)):
+        return tap_products
+    if positions < MIN_PER_IMAGE_POSITIONS and not small_plane_pays:
         return None
     # The largest buffer of one step: Y (taps x outputs x input phase) or the columns.
     shift_block = taps * outs * np.prod(
@@ -1378,10 +1524,12 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
               ) -> jax.Array:
     """``conv`` on CPU in ``cpu``, the formulation that measured fastest for this case.
 
-    Where that formulation loops over images, a loop-free one is lowered instead for programs
-    that span several devices (``_PER_IMAGE_LOOPS``).
+    Where that formulation loops over images (or, ``tap_products`` and ``position_products``,
+    merges them with the positions of one axis), a formulation that keeps the batch apart and
+    loop-free is lowered instead for programs that span several devices (``_PER_IMAGE_LOOPS``).
     """
-    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul) or (
+    may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul,
+                       tap_products, position_products) or (
         cpu in (polyphase, fold_first_axis)
         and (np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES or _avx2_float32(lhs.dtype)))
     if not may_loop:

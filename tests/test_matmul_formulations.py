@@ -234,6 +234,77 @@ def test_channels_last_flat_layout_equals_native(
     assert error <= tolerance("float64"), f"{error:.3e}"
 
 
+# Cases for tap_products and position_products: rank 1 to 3, SAME, one-sided, VALID and uneven
+# padding, rhs dilation (tap_products only), a channels-last layout.
+FLAT_CASES = [
+    ((3, 4, 7, 7), (5, 4, 3, 3), ((1, 1), (1, 1)), (1, 1), None),
+    ((3, 4, 9, 6), (5, 4, 3, 2), ((2, 0), (0, 1)), (1, 1), None),
+    ((3, 4, 9, 6), (5, 4, 3, 3), ((0, 0), (0, 0)), (1, 1), None),
+    ((3, 4, 9, 7), (5, 4, 3, 3), ((2, 2), (1, 1)), (2, 1), None),
+    ((2, 3, 11), (4, 3, 5), ((2, 2),), (1,), None),
+    ((2, 3, 5, 6, 4), (4, 3, 2, 3, 2), ((1, 0), (1, 1), (0, 1)), (1, 1, 1), None),
+    ((3, 7, 6, 4), (3, 3, 4, 5), ((1, 1), (1, 1)), (1, 1), ("NHWC", "HWIO", "NHWC")),
+]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, padding, rhs_dilation, layout", FLAT_CASES)
+def test_flat_products_equal_native_in_float64(
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any,
+        rhs_dilation: tuple[int, ...], layout: Any) -> None:
+    """``tap_products`` on a stride-1 convolution and on the rule's input gradient of it, and
+    ``position_products`` on the rule's filter gradient of it (unit rhs dilation), give native's
+    sums in float64."""
+    rng = np.random.default_rng(11)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    config = make_config(lhs, rhs, (1,) * len(padding), padding, rhs_dilation=rhs_dilation,
+                         dimension_numbers=layout)
+    cotangent = random_array(rng, formulations.native(lhs, rhs, config).shape, "float64")
+    cases = [(formulations.tap_products, (lhs, rhs, config)),
+             (formulations.tap_products, rule_convolution_of("lhs", lhs, rhs, config, cotangent))]
+    if max(rhs_dilation) == 1:
+        cases.append((formulations.position_products,
+                      rule_convolution_of("rhs", lhs, rhs, config, cotangent)))
+    for formulation, (a, b, c) in cases:
+        in_spatial, window, out_spatial = spatial_shapes(c, a.shape, b.shape)
+        inner = window if formulation is formulations.position_products else out_spatial
+        if not formulations._flat_products_fit(in_spatial, inner, c):
+            assert padding == ((0, 0), (0, 0)) and formulation is formulations.tap_products
+            continue  # VALID's input gradient pads by k - 1: outputs larger than the input
+        error = formulation_error(formulation, a, b, c)
+        assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
+
+
+@pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
+                                              ("bfloat16", "float32")])
+def test_flat_products_in_the_dtypes_that_select_them(dtype: str, preferred: str | None) -> None:
+    rng = np.random.default_rng(12)
+    lhs, rhs = random_array(rng, (3, 8, 5, 6), dtype), random_array(rng, (6, 8, 3, 3), dtype)
+    config = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)), preferred_element_type=preferred)
+    cotangent = random_array(rng, formulations.native(lhs, rhs, config).shape, dtype)
+    for formulation, (a, b, c) in [
+            (formulations.tap_products, (lhs, rhs, config)),
+            (formulations.position_products,
+             rule_convolution_of("rhs", lhs, rhs, config, cotangent))]:
+        error = formulation_error(formulation, a, b, c)
+        assert error <= tolerance(preferred or dtype), f"{formulation.__name__}: {error:.3e}"
+
+
+def test_flat_products_fit() -> None:
+    """Unit strides, no lhs dilation, dense, non-negative padding, inner extents within the
+    input's plane."""
+    lhs, rhs = jnp.ones((1, 4, 7, 6)), jnp.ones((2, 4, 3, 3))
+    fits = formulations._flat_products_fit
+    same = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)))
+    assert fits((7, 6), (7, 6), same) and not fits((7, 6), (8, 6), same)
+    assert not fits((7, 6), (4, 3), make_config(lhs, rhs, (2, 1), ((1, 1), (1, 1))))
+    assert not fits((7, 6), (7, 6), make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)),
+                                                lhs_dilation=(1, 2)))
+    assert not fits((7, 6), (5, 6), make_config(lhs, rhs, (1, 1), ((1, -1), (1, 1))))
+    grouped = make_config(lhs, jnp.ones((2, 2, 3, 3)), (1, 1), ((1, 1), (1, 1)),
+                          feature_group_count=2)
+    assert not fits((7, 6), (7, 6), grouped)
+
+
 @pytest.mark.parametrize("blocks_shape, dtype, size, rows", [
     ((3, 178, 4), np.float32, 504, 126),   # 504 outputs = 126 rows of 4 features, of 178
     ((3, 178, 3), np.float32, 534, 178),   # exactly a step's rows
@@ -382,12 +453,14 @@ def _chosen(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...],
     ``newer``: as made with jaxlib 0.11 or later (the rules refitted for its kernels,
     ``_newer_kernels``), whatever jaxlib is installed; by default as with 0.10.
     ``slow_bfloat16``: with ``newer``, as with jaxlib 0.12.1 or later
-    (``_slow_bfloat16_products``); by default as with 0.11 to 0.12.0.
+    (``_slow_bfloat16_products`` and ``_slow_small_plane_kernels``); by default as with 0.11 to
+    0.12.0.
     """
     recorder = recorder or _Recorder()
     monkeypatch.setattr(formulations, "cpu_formulation", recorder)
     monkeypatch.setattr(formulations, "_newer_kernels", lambda: newer)
     monkeypatch.setattr(formulations, "_slow_bfloat16_products", lambda: slow_bfloat16)
+    monkeypatch.setattr(formulations, "_slow_small_plane_kernels", lambda: slow_bfloat16)
 
     kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), **kwargs}
 
@@ -559,16 +632,19 @@ def test_with_jaxlib_0_12_1_bfloat16_products_answer_as_float32_at_unit_strides(
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, expected", [
-    # At least 32 features per unit of the plane's side: channels last, as with 0.11.
-    ((64, 256, 7, 7), (256, 256, 3, 3), ["channels_last_matmul", "channels_last_matmul", "native"]),
-    ((32, 512, 7, 7), (512, 512, 3, 3), ["channels_last_matmul", "channels_last_matmul", "native"]),
+    # At least 32 features per unit of the plane's side: channels last, as with 0.11; below
+    # taps_matmul's planes the filter gradient as one product per tap (position_products).
+    ((64, 256, 7, 7), (256, 256, 3, 3),
+     ["channels_last_matmul", "channels_last_matmul", "position_products"]),
+    ((32, 512, 7, 7), (512, 512, 3, 3),
+     ["channels_last_matmul", "channels_last_matmul", "position_products"]),
     ((16, 512, 14, 14), (512, 512, 3, 3),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
     # Fewer: the native kernel, as float32.
     ((16, 256, 14, 14), (256, 256, 3, 3), ["native", "native", "taps_matmul"]),
     ((64, 128, 14, 14), (128, 128, 3, 3), ["native", "native", "taps_matmul"]),
     # More features than channels last serves: not measured, the native kernel.
-    ((8, 1024, 7, 7), (1024, 1024, 3, 3), ["native", "native", "native"]),
+    ((8, 1024, 7, 7), (1024, 1024, 3, 3), ["native", "native", "position_products"]),
 ])
 def test_with_jaxlib_0_12_1_small_planes_with_many_features_keep_channels_last(
         monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
@@ -578,13 +654,59 @@ def test_with_jaxlib_0_12_1_small_planes_with_many_features_keep_channels_last(
                    slow_bfloat16=True) == expected
 
 
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, expected", [
+    # float32: one product per tap over the whole batch, the filter gradient one per tap too.
+    ((32, 512, 7, 7), (512, 512, 3, 3), "float32",
+     ["tap_products", "tap_products", "position_products"]),
+    ((64, 256, 7, 7), (256, 256, 3, 3), "float32",
+     ["tap_products", "tap_products", "position_products"]),
+    ((16, 640, 8, 8), (640, 640, 3, 3), "float32",
+     ["tap_products", "tap_products", "position_products"]),
+    # From 14x14 the filter gradient stays taps_matmul's.
+    ((16, 512, 14, 14), (512, 512, 3, 3), "float32",
+     ["tap_products", "tap_products", "taps_matmul"]),
+    # Fewer than 32 features per unit of the side: as before.
+    ((16, 256, 14, 14), (256, 256, 3, 3), "float32", ["native", "native", "taps_matmul"]),
+    ((64, 128, 7, 7), (128, 128, 3, 3), "float32", ["native", "native", "native"]),
+    ((64, 128, 7, 7), (128, 128, 3, 3), "bfloat16", ["native", "native", "native"]),
+    # Strided: not these (the forward's stride is the filter gradient's window stride).
+    ((32, 512, 14, 14), (512, 512, 3, 3), "float32", ["native", "polyphase", "native"]),
+])
+def test_with_jaxlib_0_12_1_small_planes_with_many_features_take_flat_products(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+        dtype: str, expected: list[str]) -> None:
+    # Item 30: its convolution kernel ran these at half jaxlib 0.10.2's speed (_flat_products_pay).
+    strides = (2, 2) if lhs_shape == (32, 512, 14, 14) else (1, 1)
+    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=True, slow_bfloat16=True,
+                   window_strides=strides) == expected
+    monkeypatch.undo()
+    # Not with the earlier jaxlibs.
+    assert "tap_products" not in _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=True,
+                                         window_strides=strides)
+    monkeypatch.undo()
+    assert "position_products" not in _chosen(monkeypatch, lhs_shape, rhs_shape, dtype,
+                                              window_strides=strides)
+
+
 def test_the_slow_bfloat16_rule_starts_at_jaxlib_0_12_1(monkeypatch: pytest.MonkeyPatch) -> None:
     for version, slow in (((0, 10, 2), False), ((0, 12, 0, 1), False), ((0, 12, 1), True),
                           ((0, 13), True)):
         monkeypatch.setattr(formulations, "_JAXLIB_VERSION", version)
         assert formulations._slow_bfloat16_products() is slow, version
+        assert formulations._slow_small_plane_kernels() is slow, version
     monkeypatch.setattr(formulations, "SLOW_BFLOAT16_PRODUCTS", False)
     assert not formulations._slow_bfloat16_products()
+    assert formulations._slow_small_plane_kernels()
+    monkeypatch.setattr(formulations, "FLAT_PRODUCTS", False)
+    assert not formulations._slow_small_plane_kernels()
+
+
+def test_many_features_on_small_planes() -> None:
+    """From 32 features per unit of a plane's side, below 28x28 planes."""
+    many = formulations._many_features_on_small_plane
+    assert many(224, 49) and not many(223, 49)           # 7x7: 32 x 7
+    assert many(448, 196) and not many(447, 196)         # 14x14
+    assert many(1024, 27 * 27) and not many(4096, 28 * 28)
 
 
 @pytest.mark.parametrize("dtype, strides, lhs_shape, rhs_shape, expected", [
@@ -611,6 +733,27 @@ def test_the_op_with_them_matches_native_autodiff(
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides) == expected
     monkeypatch.undo()
     monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)  # as asserted above
+    _assert_op_matches_native_autodiff(lhs_shape, rhs_shape, dtype, strides)
+
+
+@pytest.mark.parametrize("dtype, expected", [
+    ("float32", ["tap_products", "tap_products", "position_products"]),
+    ("bfloat16", ["channels_last_matmul", "channels_last_matmul", "position_products"]),
+])
+def test_the_op_with_flat_products_matches_native_autodiff(
+        monkeypatch: pytest.MonkeyPatch, dtype: str, expected: list[str]) -> None:
+    # 224 features on 7x7 planes: 32 per unit of the side, as with jaxlib 0.12.1 (item 30).
+    shapes = (2, 224, 7, 7), (224, 224, 3, 3)
+    assert _chosen(monkeypatch, *shapes, dtype, newer=True, slow_bfloat16=True) == expected
+    monkeypatch.undo()
+    for rule in ("_newer_kernels", "_slow_bfloat16_products", "_slow_small_plane_kernels"):
+        monkeypatch.setattr(formulations, rule, lambda: True)  # as asserted above
+    _assert_op_matches_native_autodiff(*shapes, dtype, (1, 1))
+
+
+def _assert_op_matches_native_autodiff(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+                                       dtype: str, strides: tuple[int, ...]) -> None:
+    """The op's output and both gradients (SAME padding) against native autodiff's."""
     rng = np.random.default_rng(3)
     lhs, rhs = random_array(rng, lhs_shape, dtype), random_array(rng, rhs_shape, dtype)
     out_shape = jax.eval_shape(lambda: lax.conv_general_dilated(lhs, rhs, strides, "SAME")).shape
