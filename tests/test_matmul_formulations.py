@@ -71,9 +71,23 @@ def test_shift_matmul_refuses_lhs_dilation_with_strides() -> None:
         formulations.shift_matmul(lhs, rhs, config)
 
 
+def _flat_formulations_for(choice: dict[str, Any]) -> list[Callable[..., jax.Array]]:
+    """``tap_products`` and ``position_products`` where the case is one they compute
+    (``_flat_products_fit``; ``position_products`` also needs unit rhs dilation)."""
+    lhs, rhs, config = case_operands(choice, "float64", 7)
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    chosen = []
+    if formulations._flat_products_fit(in_spatial, out_spatial, config):
+        chosen.append(formulations.tap_products)
+    if max(config.rhs_dilation) == 1 and formulations._flat_products_fit(in_spatial, window,
+                                                                         config):
+        chosen.append(formulations.position_products)
+    return chosen
+
+
 @pytest.mark.parametrize("choice", COVER, ids=choice_name)
 def test_matmul_formulations_equal_native_in_float64(choice: dict[str, Any]) -> None:
-    for formulation in _formulations_for(choice):
+    for formulation in [*_formulations_for(choice), *_flat_formulations_for(choice)]:
         error = _against_native(formulation, choice, "float64")
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
 
@@ -81,9 +95,16 @@ def test_matmul_formulations_equal_native_in_float64(choice: dict[str, Any]) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("choice", list(all_choices(DENSE_AXES)), ids=choice_name)
 def test_matmul_formulations_equal_native_on_the_full_grid(choice: dict[str, Any]) -> None:
-    for formulation in _formulations_for(choice):
+    for formulation in [*_formulations_for(choice), *_flat_formulations_for(choice)]:
         error = _against_native(formulation, choice, "float64")
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
+
+
+def test_the_flat_products_fit_some_of_the_cover() -> None:
+    """The cover above reaches ``tap_products`` and ``position_products`` on some cases."""
+    reached = {formulation.__name__ for choice in COVER
+               for formulation in _flat_formulations_for(choice)}
+    assert reached == {"tap_products", "position_products"}
 
 
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
