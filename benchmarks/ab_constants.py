@@ -14,7 +14,8 @@ pass, and ``TAPS_WIDEN_PER_STEP``, ``SHIFT_WIDEN_PER_STEP`` and ``CHANNELS_LAST_
 where those loops widen bfloat16 computed in float32, ``SLOW_BFLOAT16_PRODUCTS`` whether
 bfloat16 takes float32's answer in ``_shift_pays`` with jaxlib 0.12.1 and later, and
 ``FLAT_PRODUCTS`` whether ``tap_products`` and ``position_products`` serve small planes with many
-features there). This script lowers the benchmark's step (``convgrad.bench.grad_step``) with the
+features there, ``TAPS_CHUNKS`` whether ``taps_matmul`` takes steps too large for one product in
+chunks). This script lowers the benchmark's step (``convgrad.bench.grad_step``) with the
 constant set to each of the two values, on the model suite and the small planes beyond it
 (``bench.small_planes`` and ``bench.many_features``), times the two programs interleaved in one
 process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means the second value
@@ -36,7 +37,7 @@ CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_
              "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
              "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT", "TAPS_WIDEN_PER_STEP",
              "SHIFT_WIDEN_PER_STEP", "CHANNELS_LAST_WIDEN_PER_STEP", "SLOW_BFLOAT16_PRODUCTS",
-             "FLAT_PRODUCTS")
+             "FLAT_PRODUCTS", "TAPS_CHUNKS")
 SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.many_features()]
 
 

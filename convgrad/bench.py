@@ -97,9 +97,12 @@ def small_planes() -> list[Shape]:
 
 
 def many_features() -> list[Shape]:
-    """Small planes with many features (ResNet's and wide ResNets' last stages), for the A/B
-    scripts: where the CPU rules for many features on small planes choose (jaxlib 0.12.1)."""
+    """Planes with many features (ResNet's and wide ResNets' last stages, VGG's early ones), for
+    the A/B scripts: where the CPU rules for many features on small planes choose (jaxlib
+    0.12.1), and where a filter gradient's columns exceed one loop step's bytes."""
     return [
+        Shape("256 features 56x56", "2-D", (4, 256, 56, 56), (256, 256, 3, 3), pad=1),
+        Shape("128 features 112x112", "2-D", (2, 128, 112, 112), (128, 128, 3, 3), pad=1),
         Shape("128 features 7x7", "2-D", (64, 128, 7, 7), (128, 128, 3, 3), pad=1),
         Shape("256 features 7x7", "2-D", (64, 256, 7, 7), (256, 256, 3, 3), pad=1),
         Shape("512 features 7x7", "2-D", (32, 512, 7, 7), (512, 512, 3, 3), pad=1),

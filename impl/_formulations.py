@@ -64,6 +64,10 @@ NESTED_MATMUL_DTYPES = (np.dtype(jnp.bfloat16),)
 MAX_MATMUL_BLOCK_BYTES = 16 * 2**20
 # Most output positions (taps of a filter gradient) for ``taps_matmul``.
 MAX_TAPS_MATMUL_OUTPUTS = 49
+# Whether ``taps_matmul`` takes steps whose columns exceed ``MAX_MATMUL_BLOCK_BYTES`` in chunks of
+# the lhs batch (a filter gradient's input features), each within it (item 30 of
+# benchmarks/README.md), instead of leaving them to the native kernel.
+TAPS_CHUNKS = True
 # Largest block of columns one loop step of ``taps_matmul`` gathers where ``_taps_blocks_pay``:
 # lhs features (the forward's images) share a product up to it, one per step where one alone is
 # larger (elsewhere one per step).
@@ -693,23 +697,44 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     features, batch, outs = inputs.shape[0], inputs.shape[1], cotangent.shape[1]
     stored = lhs.dtype                                        # the loop's operands, as bits
     block = 1
-    if _taps_blocks_pay(kind):  # a block of features shares one product (``TAPS_BLOCK_BYTES``)
-        columns_bytes = math.prod(out_spatial) * batch * math.prod(window) * kind.itemsize
-        block = _largest_divisor_at_most(features, TAPS_BLOCK_BYTES // max(columns_bytes, 1))
+    # One lhs batch element's columns; a step's are ``batch`` of them, in chunks of lhs batch
+    # elements up to ``MAX_MATMUL_BLOCK_BYTES`` (``TAPS_CHUNKS``).
+    element_bytes = math.prod(out_spatial) * math.prod(window) * kind.itemsize
+    chunk = batch
+    if TAPS_CHUNKS and batch * element_bytes > MAX_MATMUL_BLOCK_BYTES:
+        chunk = _largest_divisor_at_most(batch, MAX_MATMUL_BLOCK_BYTES // element_bytes)
+    elif _taps_blocks_pay(kind):  # a block of features shares one product (``TAPS_BLOCK_BYTES``)
+        block = _largest_divisor_at_most(features,
+                                         TAPS_BLOCK_BYTES // max(batch * element_bytes, 1))
+    positions = math.prod(out_spatial)
 
     def features_block(total: jax.Array, pair: tuple[jax.Array, jax.Array]
                        ) -> tuple[jax.Array, None]:
         x, g = pair                                            # (block, B, *S), (block, O, *K)
         x = jnp.swapaxes(x, 0, 1)                                        # (B, block, *S)
-        columns = [_read(x, [s * q - lo for s, q, (lo, _) in zip(
-            config.window_strides, position, config.padding, strict=True)], window,
-            config.rhs_dilation, config.lhs_dilation) for position in np.ndindex(*out_spatial)]
-        columns = _from_bits(jnp.stack(columns).reshape(len(columns) * batch, -1),
-                             stored).astype(kind)
+
+        def columns_of(x: jax.Array) -> jax.Array:                 # (Q·chunk, block·K)
+            columns = [_read(x, [s * q - lo for s, q, (lo, _) in zip(
+                config.window_strides, position, config.padding, strict=True)], window,
+                config.rhs_dilation, config.lhs_dilation)
+                for position in np.ndindex(*out_spatial)]
+            return _from_bits(jnp.stack(columns).reshape(positions * x.shape[0], -1),
+                              stored).astype(kind)
+
+        def product(columns: jax.Array, g: jax.Array) -> jax.Array:
+            return lax.dot_general(columns, g, (((1,), (1,)), ((), ())),
+                                   precision=config.precision, preferred_element_type=dtype)
+
+        if chunk == batch:
+            columns = columns_of(x)
+            g = _from_bits(jnp.swapaxes(g, 0, 1), stored).astype(kind).reshape(outs, -1)
+            return total + product(columns, g), None
         g = _from_bits(jnp.swapaxes(g, 0, 1), stored).astype(kind).reshape(outs, -1)  # (O, b·K)
-        part = lax.dot_general(columns, g, (((1,), (1,)), ((), ())), precision=config.precision,
-                               preferred_element_type=dtype)
-        return total + part, None
+        total = total.reshape(positions, batch, outs)
+        for start in range(0, batch, chunk):                 # rows (q, b) of this chunk of B
+            part = product(columns_of(x[start:start + chunk]), g)
+            total = total.at[:, start:start + chunk].add(part.reshape(positions, chunk, outs))
+        return total.reshape(positions * batch, outs), None
 
     # A fresh zero varies over no mesh axis; the body's sums vary over the operands' (shard_map).
     total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
@@ -1417,7 +1442,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     features, outs = lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]]
     batch = lhs_shape[lhs_spec[0]]
     if positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and (
-            positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
+            (TAPS_CHUNKS or positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES)
+            and positions * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
             and _taps_pay(taps, positions, min(batch, outs), dtype)):
         return taps_matmul
     # Fewer outputs than taps (a filter gradient's), also on 7x7 planes (49 taps).

@@ -147,6 +147,43 @@ def test_taps_matmul_sums_blocks_of_images_as_native(images_per_step: int,
     assert error <= tolerance("float64"), f"{images_per_step} per step: {error:.3e}"
 
 
+@pytest.mark.parametrize("chunk", [1, 2, 3, 6])
+@pytest.mark.parametrize("strides", [(1, 1), (2, 1)])
+def test_taps_matmul_takes_large_steps_in_chunks_as_native(
+        chunk: int, strides: tuple[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where one step's columns exceed ``MAX_MATMUL_BLOCK_BYTES`` (``TAPS_CHUNKS``), each step
+    multiplies them in chunks of the forward's input features, one product per chunk: every
+    chunk size gives native's sums (float64)."""
+    rng = np.random.default_rng(13)
+    lhs, rhs = random_array(rng, (3, 6, 9, 7), "float64"), random_array(rng, (4, 6, 3, 2),
+                                                                         "float64")
+    forward = make_config(lhs, rhs, strides, ((1, 0), (2, 1)), rhs_dilation=(1, 2))
+    cotangent = random_array(rng, formulations.native(lhs, rhs, forward).shape, "float64")
+    images, weights, config = rule_convolution_of("rhs", lhs, rhs, forward, cotangent)
+    _, window, out_spatial = spatial_shapes(config, images.shape, weights.shape)
+    one_feature = np.prod(out_spatial) * np.prod(window) * 8  # its columns' bytes in one step
+    monkeypatch.setattr(formulations, "MAX_MATMUL_BLOCK_BYTES", int(chunk * one_feature))
+
+    jaxpr = jax.make_jaxpr(lambda a, b: formulations.taps_matmul(a, b, config))(images, weights)
+    (loop,) = [eqn for eqn in jaxpr.eqns if eqn.primitive.name == "scan"]
+    products = str(loop.params["jaxpr"]).count("dot_general")
+    assert products == 6 // chunk
+    error = formulation_error(formulations.taps_matmul, images, weights, config)
+    assert error <= tolerance("float64"), f"chunks of {chunk}: {error:.3e}"
+
+
+def test_large_filter_gradients_take_taps_matmul_in_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 256 features on 56x56 in float32: 28.9 MB of columns per image, above
+    # MAX_MATMUL_BLOCK_BYTES; in chunks (item 30), else the native kernel.
+    for newer in (False, True):
+        assert _chosen(monkeypatch, (4, 256, 56, 56), (256, 256, 3, 3), "float32",
+                       newer=newer)[2] == "taps_matmul"
+        monkeypatch.undo()
+    monkeypatch.setattr(formulations, "TAPS_CHUNKS", False)
+    assert _chosen(monkeypatch, (4, 256, 56, 56), (256, 256, 3, 3), "float32")[2] == "native"
+
+
 @pytest.mark.parametrize("unblocked", [True, False])
 def test_taps_matmul_scans_single_images_as_they_lie(unblocked: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
