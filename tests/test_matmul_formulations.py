@@ -701,7 +701,8 @@ def test_with_jaxlib_0_12_1_bfloat16_products_answer_as_float32_at_unit_strides(
     # Fewer: the native kernel, as float32.
     ((16, 256, 14, 14), (256, 256, 3, 3), ["native", "native", "taps_matmul"]),
     ((64, 128, 14, 14), (128, 128, 3, 3), ["native", "native", "taps_matmul"]),
-    # More features than channels last serves: not measured, the native kernel.
+    # More features than channels last serves (not measured): the native kernel forward; the
+    # filter gradient still as position_products (_flat_products_pay, below).
     ((8, 1024, 7, 7), (1024, 1024, 3, 3), ["native", "native", "position_products"]),
 ])
 def test_with_jaxlib_0_12_1_small_planes_with_many_features_keep_channels_last(
