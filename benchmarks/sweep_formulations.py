@@ -54,8 +54,7 @@ SHAPES = [
     bench.Shape("24 features 56x56", "2-D", (16, 24, 56, 56), (24, 24, 3, 3), pad=1),
     bench.Shape("32 features 56x56", "2-D", (16, 32, 56, 56), (32, 32, 3, 3), pad=1),
     # Many features on small planes (thirtieth session: where bfloat16 products are slow).
-    bench.Shape("256 features 7x7", "2-D", (64, 256, 7, 7), (256, 256, 3, 3), pad=1),
-    bench.Shape("512 features 14x14", "2-D", (16, 512, 14, 14), (512, 512, 3, 3), pad=1),
+    *bench.select_shapes(bench.many_features(), "256 features 7x7,512 features 14x14"),
 ]
 RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays")
 # Not one rule but which set of them answers (those fitted to jaxlib 0.10 or to 0.11 and later):

@@ -699,14 +699,14 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
     block = 1
     # One lhs batch element's columns; a step's are ``batch`` of them, in chunks of lhs batch
     # elements up to ``MAX_MATMUL_BLOCK_BYTES`` (``TAPS_CHUNKS``).
-    element_bytes = math.prod(out_spatial) * math.prod(window) * kind.itemsize
+    positions = math.prod(out_spatial)
+    element_bytes = positions * math.prod(window) * kind.itemsize
     chunk = batch
     if TAPS_CHUNKS and batch * element_bytes > MAX_MATMUL_BLOCK_BYTES:
         chunk = _largest_divisor_at_most(batch, MAX_MATMUL_BLOCK_BYTES // element_bytes)
     elif _taps_blocks_pay(kind):  # a block of features shares one product (``TAPS_BLOCK_BYTES``)
         block = _largest_divisor_at_most(features,
                                          TAPS_BLOCK_BYTES // max(batch * element_bytes, 1))
-    positions = math.prod(out_spatial)
 
     def features_block(total: jax.Array, pair: tuple[jax.Array, jax.Array]
                        ) -> tuple[jax.Array, None]:
@@ -721,15 +721,17 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
             return _from_bits(jnp.stack(columns).reshape(positions * x.shape[0], -1),
                               stored).astype(kind)
 
+        def widened(g: jax.Array) -> jax.Array:                     # (O, block·K)
+            return _from_bits(jnp.swapaxes(g, 0, 1), stored).astype(kind).reshape(outs, -1)
+
         def product(columns: jax.Array, g: jax.Array) -> jax.Array:
             return lax.dot_general(columns, g, (((1,), (1,)), ((), ())),
                                    precision=config.precision, preferred_element_type=dtype)
 
-        if chunk == batch:
+        if chunk == batch:  # the columns first, then the cotangent (one program as before)
             columns = columns_of(x)
-            g = _from_bits(jnp.swapaxes(g, 0, 1), stored).astype(kind).reshape(outs, -1)
-            return total + product(columns, g), None
-        g = _from_bits(jnp.swapaxes(g, 0, 1), stored).astype(kind).reshape(outs, -1)  # (O, b·K)
+            return total + product(columns, widened(g)), None
+        g = widened(g)
         total = total.reshape(positions, batch, outs)
         for start in range(0, batch, chunk):                 # rows (q, b) of this chunk of B
             part = product(columns_of(x[start:start + chunk]), g)
@@ -737,7 +739,7 @@ def taps_matmul(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array
         return total.reshape(positions * batch, outs), None
 
     # A fresh zero varies over no mesh axis; the body's sums vary over the operands' (shard_map).
-    total = jnp.zeros((math.prod(out_spatial) * batch, outs), dtype)
+    total = jnp.zeros((positions * batch, outs), dtype)
     total = _vma.as_varying(total, _vma.varying_axes(lhs) | _vma.varying_axes(rhs))
     steps = features // block
     inputs, cotangent = _as_bits(inputs), _as_bits(cotangent.astype(stored))
