@@ -6,20 +6,21 @@
 The loops of the op's CPU matrix-product formulations size their steps by constants of
 ``impl._formulations`` (``CONSTANTS`` below; ``FLAT_LAYOUT``, ``OUTPUT_OVER_INPUT`` and
 ``TRANSPOSE_AS_MATRIX``, 0 or 1, switch the flat layout of ``channels_last_matmul``, its loop's
-writing over its input and the transpose of its result, ``MASKED_FLAT`` that layout without
-zeros between the planes, ``SCAN_UNBLOCKED`` how
-``taps_matmul`` scans one feature per step, ``SHARED_PADDING`` one padded input for a depthwise
-forward and its filter gradient, ``FILTER_GRADIENT_FIRST`` the order of a depthwise backward
-pass, and ``TAPS_WIDEN_PER_STEP``, ``SHIFT_WIDEN_PER_STEP`` and ``CHANNELS_LAST_WIDEN_PER_STEP``
-where those loops widen bfloat16 computed in float32, ``SLOW_BFLOAT16_PRODUCTS`` whether
-bfloat16 takes float32's answer in ``_shift_pays`` with jaxlib 0.12.1 and later, and
-``FLAT_PRODUCTS`` whether ``tap_products`` and ``position_products`` serve small planes with many
-features there, ``TAPS_CHUNKS`` whether ``taps_matmul`` takes steps too large for one product in
-chunks). This script lowers the benchmark's step (``convgrad.bench.grad_step``) with the
-constant set to each of the two values, on the model suite and the small planes beyond it
-(``bench.small_planes`` and ``bench.many_features``), times the two programs interleaved in one
-process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means the second value
-made the step faster; rows whose two programs are the same are listed without times.
+writing over its input and the transpose of its result, ``MASKED_FLAT`` that layout without zeros
+between the planes, ``SCAN_UNBLOCKED`` how ``taps_matmul`` scans one feature per step,
+``SHARED_PADDING`` one padded input for a depthwise forward and its filter gradient,
+``FILTER_GRADIENT_FIRST`` the order of a depthwise backward pass, and ``TAPS_WIDEN_PER_STEP``,
+``SHIFT_WIDEN_PER_STEP`` and ``CHANNELS_LAST_WIDEN_PER_STEP`` where those loops widen bfloat16
+computed in float32, ``SLOW_BFLOAT16_PRODUCTS`` whether bfloat16 takes float32's answer in
+``_shift_pays`` with jaxlib 0.12.1 and later, and ``FLAT_PRODUCTS`` whether ``tap_products`` and
+``position_products`` serve small planes with many features there, ``TAPS_CHUNKS`` whether
+``taps_matmul`` takes steps too large for one product in chunks, ``WINOGRAD`` whether Winograd's
+F(2x2, 3x3) serves float32 3x3 convolutions with many features on small planes). This script lowers
+the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each of the two
+values, on the model suite and the small planes beyond it (``bench.small_planes`` and
+``bench.many_features``), times the two programs interleaved in one process, and repeats that in
+``--runs`` fresh processes. A ratio below 1 means the second value made the step faster; rows whose
+two programs are the same are listed without times.
 """
 
 import sys
@@ -37,7 +38,7 @@ CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_
              "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
              "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT", "TAPS_WIDEN_PER_STEP",
              "SHIFT_WIDEN_PER_STEP", "CHANNELS_LAST_WIDEN_PER_STEP", "SLOW_BFLOAT16_PRODUCTS",
-             "FLAT_PRODUCTS", "TAPS_CHUNKS")
+             "FLAT_PRODUCTS", "TAPS_CHUNKS", "WINOGRAD")
 SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.many_features()]
 
 

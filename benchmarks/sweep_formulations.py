@@ -1,12 +1,13 @@
 """Where the CPU matrix-product formulations pay: whole steps with each one forced on and off.
 
     PYTHONPATH=. python benchmarks/sweep_formulations.py [--repeats N] [--runs R] [--rules R1,R2]
-        [--only NAME1,NAME2] [--out FILE]
+        [--only NAME1,NAME2] [--dtypes D1,D2] [--out FILE]
 
 The op's CPU choice (``impl._formulations._matmul_formulation``) takes ``shift_matmul`` (forward
 and input gradient) and ``taps_matmul`` (filter gradient) where ``_shift_pays`` and ``_taps_pay``
-say they measured faster, and ``channels_last_matmul`` instead of ``shift_matmul`` where
-``_channels_last_pays`` does. This script is the measurement behind those rules, to re-run when
+say they measured faster, ``channels_last_matmul`` instead of ``shift_matmul`` where
+``_channels_last_pays`` does, and ``winograd`` (forward and input gradient) where
+``_winograd_pays`` does. This script is the measurement behind those rules, to re-run when
 XLA changes: for dense shapes beyond the benchmark suite (3-512 features, 7x7 to 112x112 planes,
 3x3 and 5x5 windows) it times the benchmark's step (``convgrad.bench.grad_step``) with the rule's
 answer forced to False and to True, interleaved in one process, and repeats that in ``--runs``
@@ -55,12 +56,17 @@ SHAPES = [
     bench.Shape("32 features 56x56", "2-D", (16, 32, 56, 56), (32, 32, 3, 3), pad=1),
     # Many features on small planes (thirtieth session: where bfloat16 products are slow).
     *bench.select_shapes(bench.many_features(), "256 features 7x7,512 features 14x14"),
+    # Where Winograd stops paying (thirty-first session): few rows per product, a larger plane.
+    bench.Shape("512 features 7x7, 9 images", "2-D", (9, 512, 7, 7), (512, 512, 3, 3), pad=1),
+    bench.Shape("512 features 14x14, 2 images", "2-D", (2, 512, 14, 14), (512, 512, 3, 3), pad=1),
+    bench.Shape("256 features 28x28", "2-D", (4, 256, 28, 28), (256, 256, 3, 3), pad=1),
 ]
-RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays")
+RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays", "_winograd_pays")
 # Not one rule but which set of them answers (those fitted to jaxlib 0.10 or to 0.11 and later):
 # forced off and on, the two whole sets side by side under the installed jaxlib.
 GENERATION = "_newer_kernels"
 FORCIBLE = (*RULES, GENERATION)
+DTYPES = ("float32", "bfloat16")
 
 
 @contextmanager
@@ -96,11 +102,12 @@ def _rule_answers(shape: bench.Shape, dtype: str) -> dict[str, list[bool]]:
     return answers
 
 
-def one_run(repeats: int, rules: list[str], only: str = "") -> list[dict[str, Any]]:
+def one_run(repeats: int, rules: list[str], only: str = "",
+            dtypes: tuple[str, ...] = DTYPES) -> list[dict[str, Any]]:
     """Each shape, dtype and rule: step seconds with the rule forced off and on (this process)."""
     rows = []
     for shape in bench.select_shapes(SHAPES, only):
-        for dtype in ("float32", "bfloat16"):
+        for dtype in dtypes:
             args = bench.make_inputs(shape, dtype)
             answers = _rule_answers(shape, dtype)
             for rule in rules:
@@ -153,13 +160,17 @@ def main() -> int:
     parser.add_argument("--rules", default=",".join(RULES),
                         help=f"comma-separated, of {', '.join(FORCIBLE)} (default: "
                         f"{', '.join(RULES)})")
+    parser.add_argument("--dtypes", default=",".join(DTYPES),
+                        help=f"comma-separated, of {', '.join(DTYPES)}")
     args = bench.parse_ab_arguments(parser, SHAPES)
-    rules = args.rules.split(",")
+    rules, dtypes = args.rules.split(","), tuple(args.dtypes.split(","))
     if not set(rules) <= set(FORCIBLE):
         parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(FORCIBLE)))}")
-    return bench.run_ab(args, __file__, lambda: one_run(args.repeats, rules, args.only),
+    if not set(dtypes) <= set(DTYPES):
+        parser.error(f"--dtypes: unknown {', '.join(sorted(set(dtypes) - set(DTYPES)))}")
+    return bench.run_ab(args, __file__, lambda: one_run(args.repeats, rules, args.only, dtypes),
                         lambda runs: markdown(runs, bench.environment()),
-                        forward=["--rules", args.rules])
+                        forward=["--rules", args.rules, "--dtypes", args.dtypes])
 
 
 if __name__ == "__main__":

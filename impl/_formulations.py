@@ -1,8 +1,9 @@
 """Exact formulations of ``lax.conv_general_dilated``, chosen per backend and per case.
 
 Every function here computes the same sums as the native convolution (only the order of additions
-may differ), so the op's forward and the rotated-filter rule's convolutions can use whichever is
-fastest. Notation per spatial axis as in ``impl._padding``: window size ``k``, output size ``m``,
+may differ; ``winograd`` an expression equal to them in exact arithmetic, with fewer
+multiplications), so the op's forward and the rotated-filter rule's convolutions can use whichever
+is fastest. Notation per spatial axis as in ``impl._padding``: window size ``k``, output size ``m``,
 stride ``s``, lhs dilation ``a``, rhs dilation ``d``, padding ``(lo, hi)``; ``X̃`` is the input
 dilated by ``a`` and padded by ``(lo, hi)``, and the convolution is
 
@@ -164,6 +165,17 @@ MIN_FEATURES_PER_SIDE = 32
 # ``benchmarks/ab_constants.py``.
 SLOW_SMALL_PLANE_KERNELS_JAXLIB = (0, 12, 1)
 FLAT_PRODUCTS = True
+# Winograd's F(2x2, 3x3) (``winograd``) serves float32 3x3 stride-1 convolutions on planes of up
+# to this many positions, from this many features on both sides of the filter (the second with
+# jaxlib 0.10's convolution kernels, before ``_newer_kernels``) and this many rows per product
+# (images x 2x2 output tiles), on x86 CPUs with AVX-512 (``_winograd_pays``, item 31 of
+# benchmarks/README.md). ``WINOGRAD`` (0 or 1) switches it off and on for
+# ``benchmarks/ab_constants.py``.
+MAX_WINOGRAD_POSITIONS = 28 * 28
+MIN_WINOGRAD_FEATURES = 128
+MIN_OLDER_WINOGRAD_FEATURES = 64
+MIN_WINOGRAD_ROWS = 256
+WINOGRAD = True
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -1062,6 +1074,87 @@ def position_products(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax
     return jnp.transpose(out, np.argsort(out_spec))
 
 
+# Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 convolutions.
+#
+# Each 2x2 block of outputs is computed from a 4x4 block d of the padded input as
+#   Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A
+# with the constant matrices below: per tile 16 products instead of 36, 2.25x fewer
+# multiplications, for additions before (the input transform Bᵀ d B, the filter transform G g Gᵀ)
+# and after (the output transform). It is an identity of exact arithmetic: in float64 it agrees
+# with the native convolution up to rounding (tests/test_matmul_formulations.py), and in float32
+# its error against a float64 reference measured within 2x of the native kernel's (item 31 of
+# benchmarks/README.md). Channels last, the 16 Winograd points are 16 matrix products
+# (images·tiles × C) · (C × O). Each transform is a sum of strided slices written as separate
+# arrays (XLA:CPU's concatenations and stacks are slow, item 8), and the filter's is computed the
+# same way (an einsum with G made 16 transposed copies of the transformed filter). With few
+# features the transforms cost more than the products save (the large batch's 32 features: item
+# 25), and with few rows per product XLA's matrix kernel runs slowly: hence ``_winograd_pays``.
+WINOGRAD_B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+WINOGRAD_A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+
+
+def _combination(parts: Sequence[jax.Array], coefficients: np.ndarray) -> jax.Array:
+    """Σ c·part over the nonzero coefficients, as additions and subtractions where c is ±1."""
+    total = None
+    for part, c in zip(parts, coefficients, strict=True):
+        if c == 0:
+            continue
+        term = part if c == 1 else -part if c == -1 else part * np.asarray(c, part.dtype)
+        total = term if total is None else total + term
+    assert total is not None, "every row of the Winograd matrices has a nonzero coefficient"
+    return total
+
+
+def _winograd_fits(window: Sequence[int], out_spatial: Sequence[int], config: ConvConfig) -> bool:
+    """Whether ``winograd`` computes this case: 2-D, a dense 3x3 window, unit strides and
+    dilations, and outputs."""
+    return (tuple(window) == (3, 3) and max(config.window_strides) == 1
+            and max(config.lhs_dilation) == 1 and max(config.rhs_dilation) == 1
+            and max(config.feature_group_count, config.batch_group_count) == 1
+            and 0 not in out_spatial)
+
+
+def winograd(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense 3x3 stride-1 convolution by Winograd's F(2x2, 3x3), channels last."""
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    if not _winograd_fits(window, out_spatial, config):
+        raise ValueError("winograd computes dense 2-D convolutions with a 3x3 window, unit "
+                         f"strides and dilations, got window {tuple(window)} and {config}")
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    kind, dtype = _product_types(lhs, config)
+    work = np.dtype(jnp.promote_types(kind, np.float32))  # the transforms' and products' type
+    rows, cols = (-(-m // 2) for m in out_spatial)  # 2x2 output tiles per image
+    # Padded so that the tiles' 4x4 input blocks, 2 apart, are in bounds (a negative high pad
+    # crops what no output reads).
+    pads = [(lo, 2 * tiles + 2 - n - lo, 0) for n, tiles, (lo, _) in zip(
+        in_spatial, (rows, cols), config.padding, strict=True)]
+    images = jnp.transpose(lhs, (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])).astype(work)
+    images = lax.pad(images, jnp.zeros((), work), [(0, 0, 0), *pads, (0, 0, 0)])
+    filters = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])).astype(work)
+    # Input transform Bᵀ d B, one axis at a time: d[a][b] is the input at (2·r + a, 2·s + b).
+    blocks = [[images[:, a:a + 2 * rows:2, b:b + 2 * cols:2] for b in range(4)] for a in range(4)]
+    half = [[_combination([blocks[a][b] for a in range(4)], WINOGRAD_B_T[xi]) for b in range(4)]
+            for xi in range(4)]
+    # Filter transform G g Gᵀ: (C, O) per point.
+    taps = [[_combination([filters[a, b] for a in range(3)], WINOGRAD_G[xi]) for b in range(3)]
+            for xi in range(4)]
+    products = [[lax.dot_general(
+        _combination(half[xi], WINOGRAD_B_T[nu]), _combination(taps[xi], WINOGRAD_G[nu]),
+        (((3,), (0,)), ((), ())), precision=config.precision,
+        preferred_element_type=jnp.promote_types(dtype, work)) for nu in range(4)]
+        for xi in range(4)]
+    # Output transform Aᵀ M A, then the 2x2 blocks interleaved into the plane.
+    mid = [[_combination([products[xi][nu] for xi in range(4)], WINOGRAD_A_T[alpha])
+            for nu in range(4)] for alpha in range(2)]
+    out = jnp.stack([jnp.stack([_combination(mid[alpha], WINOGRAD_A_T[beta]) for beta in range(2)],
+                               axis=3) for alpha in range(2)], axis=2)   # (N, rows, 2, cols, 2, O)
+    batch, outs = out.shape[0], out.shape[-1]
+    out = out.reshape(batch, 2 * rows, 2 * cols, outs)[:, :out_spatial[0], :out_spatial[1]]
+    out = out.astype(config.preferred_element_type or lhs.dtype)
+    return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
+
+
 def _output_rows(blocks: jax.Array, size: int, out_dtype: np.dtype) -> int | None:
     """Rows of ``blocks``' steps that hold a step's ``size`` outputs, or None if they do not fit.
 
@@ -1217,6 +1310,32 @@ def _flat_products_pay(positions: int, features: int) -> bool:
     512 and 256 features), 0.41 and 0.45 (bfloat16), 1.06-1.32 with 128.
     """
     return _slow_small_plane_kernels() and _many_features_on_small_plane(features, positions)
+
+
+def _winograd_pays(dtype: np.dtype, batch: int, features: int, outs: int,
+                   out_spatial: Sequence[int]) -> bool:
+    """Whether ``winograd`` measured faster than the other formulations for a float32 case it
+    fits: planes of up to ``MAX_WINOGRAD_POSITIONS``, at least ``MIN_WINOGRAD_FEATURES``
+    contracted and output features (``MIN_OLDER_WINOGRAD_FEATURES`` with jaxlib 0.10's kernels),
+    at least ``MIN_WINOGRAD_ROWS`` rows per product (``batch`` x the plane's 2x2 output tiles),
+    on an x86 CPU with AVX-512 (not measured elsewhere).
+
+    Item 31 of benchmarks/README.md, the Intel Xeon with AMX of items 29 and 30, whole steps
+    with the rule forced on against off (the forward and the input gradient by Winograd;
+    ``benchmarks/sweep_formulations.py --rules _winograd_pays``, 2 processes), jaxlib 0.10.2 /
+    0.12.1: 256 features on 7x7 0.86 / 0.79, on 14x14 0.77 / 0.71, on 28x28 (4 images) 0.74 /
+    0.76; 512 on 7x7 0.88 / 0.87, on 14x14 0.78 / 0.71; 128 on 14x14 0.94 / 0.87, on 28x28 0.95
+    (0.10.2); 64 features on 16x16 0.82 / 1.03, on 28x28 0.84 (0.10.2). Not paying or not
+    measured: fewer rows (512 on 7x7 with 9 images, 144 rows: 0.91 / 1.20; on 14x14 with 2: 0.94
+    / 1.00), 32 features (the large batch 0.98, 28x28 0.94, 8x8 0.90: 0.10.2), 16-32 features on
+    32x32 to 64x64 and 24-64 on 56x56 (0.99-1.23), bfloat16 with jaxlib 0.10.2 (1.16-1.79, its
+    products fast).
+    """
+    tiles = math.prod(-(-m // 2) for m in out_spatial)
+    least = MIN_WINOGRAD_FEATURES if _newer_kernels() else MIN_OLDER_WINOGRAD_FEATURES
+    return (bool(WINOGRAD) and np.dtype(dtype) == np.float32 and not _host.without_avx512()
+            and math.prod(out_spatial) <= MAX_WINOGRAD_POSITIONS
+            and min(features, outs) >= least and batch * tiles >= MIN_WINOGRAD_ROWS)
 
 
 def _slow_small_plane_kernels() -> bool:
@@ -1509,6 +1628,11 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
+    if (dense and not nested and _winograd_fits(window, out_spatial, config)
+            and 0 not in lhs_shape and _winograd_pays(
+                dtype, lhs_shape[lhs_spec[0]], lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]],
+                out_spatial)):
+        return winograd
     if dense and (dtype in (NESTED_MATMUL_DTYPES if nested else MATMUL_DTYPES)
                   or (nested and _avx2_float32(dtype))):
         matmul = _matmul_formulation(lhs_shape, rhs_shape, config, dtype)

@@ -332,6 +332,105 @@ def test_flat_products_equal_native_in_float64(
         assert error <= tolerance("float64"), f"{formulation.__name__}: {error:.3e}"
 
 
+# Cases for winograd (3x3 windows, unit strides and dilations): even, odd and uneven planes,
+# planes smaller than the window, SAME, VALID, one-sided, wide and negative padding, channels last
+# and a permuted layout.
+WINOGRAD_CASES = [
+    ((3, 4, 7, 7), (5, 4, 3, 3), ((1, 1), (1, 1)), None),
+    ((2, 3, 8, 6), (4, 3, 3, 3), ((1, 1), (1, 1)), None),
+    ((2, 3, 9, 6), (4, 3, 3, 3), ((0, 0), (0, 0)), None),
+    ((2, 3, 6, 5), (4, 3, 3, 3), ((2, 0), (0, 2)), None),
+    ((1, 2, 5, 4), (3, 2, 3, 3), ((2, 3), (3, 2)), None),
+    ((2, 3, 8, 7), (2, 3, 3, 3), ((-1, 1), (1, -2)), None),
+    ((2, 2, 1, 2), (3, 2, 3, 3), ((1, 1), (1, 1)), None),
+    ((3, 7, 6, 4), (3, 3, 4, 5), ((1, 1), (1, 1)), ("NHWC", "HWIO", "NHWC")),
+    ((7, 3, 5, 4), (3, 5, 3, 3), ((1, 2), (0, 1)), ("HCWN", "WOIH", "CWNH")),
+]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, padding, layout", WINOGRAD_CASES)
+def test_winograd_equals_native_in_float64(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
+                                           padding: Any, layout: Any) -> None:
+    """``winograd`` on a 3x3 stride-1 convolution and on the rule's input gradient of it (the
+    full convolution of the cotangent with the rotated filter, also 3x3 at stride 1) gives
+    native's sums in float64."""
+    rng = np.random.default_rng(13)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    config = make_config(lhs, rhs, (1, 1), padding, dimension_numbers=layout)
+    cotangent = random_array(rng, formulations.native(lhs, rhs, config).shape, "float64")
+    for a, b, c in [(lhs, rhs, config), rule_convolution_of("lhs", lhs, rhs, config, cotangent)]:
+        _, window, out_spatial = spatial_shapes(c, a.shape, b.shape)
+        assert formulations._winograd_fits(window, out_spatial, c)
+        error = formulation_error(formulations.winograd, a, b, c)
+        assert error <= tolerance("float64"), f"{error:.3e}"
+
+
+@pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
+                                              ("bfloat16", "float32"), ("float32", "float64")])
+def test_winograd_in_other_dtypes(dtype: str, preferred: str | None) -> None:
+    """The transforms and products run in at least float32, the result in the op's type."""
+    rng = np.random.default_rng(14)
+    lhs, rhs = random_array(rng, (3, 8, 5, 6), dtype), random_array(rng, (6, 8, 3, 3), dtype)
+    config = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)), preferred_element_type=preferred,
+                         precision=lax.Precision.HIGHEST)
+    error = formulation_error(formulations.winograd, lhs, rhs, config)
+    assert error <= tolerance(dtype), f"{error:.3e}"
+
+
+def test_winograd_in_float32_is_about_as_accurate_as_the_native_kernel() -> None:
+    """Against a float64 reference, Winograd's float32 error (root mean square over the output)
+    stays within 3x of XLA's float32 kernel's (item 31 of benchmarks/README.md measured 1.3-1.8x
+    with 256 and 512 features, and less than the kernel's with 64 features on 56x56)."""
+    rng = np.random.default_rng(15)
+    lhs = random_array(rng, (16, 256, 7, 7), "float64")
+    rhs = random_array(rng, (256, 256, 3, 3), "float64") / 48  # scaled as initialized
+    config = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)))
+    exact = np.asarray(formulations.native(lhs, rhs, config))
+    single = (lhs.astype(np.float32), rhs.astype(np.float32))
+    errors = {}
+    for formulation in (formulations.native, formulations.winograd):
+        got = np.asarray(jax.jit(lambda a, b, f=formulation: f(a, b, config))(*single))
+        errors[formulation.__name__] = float(np.sqrt(np.mean((got - exact) ** 2)))
+    assert 0 < errors["winograd"] <= 3 * errors["native"], errors
+
+
+@pytest.mark.parametrize("kwargs", [{"window_strides": (2, 1)}, {"rhs_dilation": (1, 2)},
+                                    {"lhs_dilation": (2, 1)}, {"feature_group_count": 2}])
+def test_winograd_refuses_what_it_does_not_compute(kwargs: dict[str, Any]) -> None:
+    lhs, rhs = jnp.ones((1, 4, 8, 8)), jnp.ones((4, 4 // kwargs.get("feature_group_count", 1), 3, 3))
+    config = make_config(lhs, rhs, kwargs.pop("window_strides", (1, 1)), ((1, 1), (1, 1)),
+                         **kwargs)
+    with pytest.raises(ValueError, match="3x3 window"):
+        formulations.winograd(lhs, rhs, config)
+    with pytest.raises(ValueError, match="3x3 window"):
+        formulations.winograd(jnp.ones((1, 4, 8, 8)), jnp.ones((4, 4, 3, 2)),
+                              make_config(jnp.ones((1, 4, 8, 8)), jnp.ones((4, 4, 3, 2)), (1, 1),
+                                          "SAME"))
+
+
+def test_winograd_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """float32, from 128 features on both sides (64 with jaxlib 0.10's kernels) and 256 rows
+    per product (images x 2x2 tiles), planes of up to 28x28, AVX-512 hosts; ``WINOGRAD``
+    switches it."""
+    pays = formulations._winograd_pays
+    f32 = np.dtype(np.float32)
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)
+    assert pays(f32, 16, 64, 64, (7, 7)) and not pays(f32, 16, 63, 64, (7, 7))
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: True)
+    assert not pays(f32, 16, 64, 64, (7, 7))
+    assert pays(f32, 16, 128, 128, (7, 7))            # 16 x 16 tiles
+    assert not pays(f32, 15, 128, 128, (7, 7))        # 240 rows
+    assert not pays(f32, 16, 127, 128, (7, 7)) and not pays(f32, 16, 128, 127, (7, 7))
+    assert pays(f32, 2, 512, 512, (28, 28)) and not pays(f32, 2, 512, 512, (28, 29))
+    assert not pays(np.dtype(jnp.bfloat16), 64, 512, 512, (7, 7))
+    assert not pays(np.dtype(np.float64), 64, 512, 512, (7, 7))
+    monkeypatch.setenv(formulations._host.AVX512_OVERRIDE, "no")
+    assert not pays(f32, 16, 256, 256, (7, 7))
+    monkeypatch.setenv(formulations._host.AVX512_OVERRIDE, "yes")
+    monkeypatch.setattr(formulations, "WINOGRAD", 0)
+    assert not pays(f32, 16, 256, 256, (7, 7))
+
+
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
                                               ("bfloat16", "float32")])
 def test_flat_products_in_the_dtypes_that_select_them(dtype: str, preferred: str | None) -> None:
@@ -484,6 +583,56 @@ def test_channels_last_output_over_input_under_shard_map() -> None:
     assert result["error"] <= tolerance("float64"), result
 
 
+WINOGRAD_SHARDED_SCRIPT = """
+import json
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import impl
+from impl import _formulations
+assert len(jax.devices()) == 8, jax.devices()
+chosen, choose = set(), _formulations.cpu_formulation
+
+def record(*args, **kwargs):
+    formulation = choose(*args, **kwargs)
+    chosen.add(formulation.__name__)
+    return formulation
+
+_formulations.cpu_formulation = record
+keys = jax.random.split(jax.random.key(0))
+# 256 features on 7x7, 16 images: 256 rows per Winograd product (_winograd_pays).
+lhs = jax.random.normal(keys[0], (16, 256, 7, 7))
+rhs = jax.random.normal(keys[1], (256, 256, 3, 3)) / 48
+grad = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(impl.conv_general_dilated(
+    x, w, (1, 1), "SAME"))), argnums=(0, 1)))
+one = grad(lhs, rhs)
+results = {}
+for name, shape, rhs_spec in [("batch", (8,), P()), ("batch and outputs", (4, 2), P("o"))]:
+    mesh = Mesh(np.array(jax.devices()).reshape(shape), ("b", "o")[:len(shape)])
+    x = jax.device_put(lhs, NamedSharding(mesh, P("b")))
+    w = jax.device_put(rhs, NamedSharding(mesh, rhs_spec))
+    got = grad(x, w)
+    results[name] = {
+        "all-gather": grad.lower(x, w).compile().as_text().count("all-gather"),
+        "input gradient spec": [str(axis) for axis in got[0].sharding.spec],
+        "max difference": max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+                              for a, b in zip(got, one))}
+results["chosen"] = sorted(chosen)
+print(json.dumps(results))
+"""
+
+
+def test_winograd_under_sharding() -> None:
+    """Loop-free, ``winograd`` also serves programs spread over 8 devices: with the images over
+    the devices, and with the filters' output features over a second mesh axis, the gradients
+    are one device's (float32) and the input gradient stays sharded over the images."""
+    result = json.loads(run_on_eight_cpu_devices(WINOGRAD_SHARDED_SCRIPT).splitlines()[-1])
+    assert "winograd" in result["chosen"], result
+    for mesh in ("batch", "batch and outputs"):
+        assert result[mesh]["input gradient spec"][0] == "b", result
+        assert result[mesh]["max difference"] <= tolerance("float32"), result
+    assert result["batch"]["all-gather"] == 0, result
+
+
 @dataclasses.dataclass
 class _Recorder:
     """Records the CPU formulation chosen for each convolution the op traces."""
@@ -616,8 +765,9 @@ def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.Mon
     ((16, 64, 56, 56), (64, 64, 3, 3), "float64", ["native", "native", "native"]),
     ((16, 64, 56, 56), (64, 64, 3, 3), "float16", ["native", "native", "native"]),
     # float32 at stride 1: XLA's kernel is faster from 96 output features on (128 x 128 on
-    # 28x28) and the products slower below 48 contracted features; bfloat16 takes them.
-    ((16, 128, 28, 28), (128, 128, 3, 3), "float32", ["native", "native", "taps_matmul"]),
+    # 28x28; there Winograd takes the forward and input gradient, item 31) and the products
+    # slower below 48 contracted features; bfloat16 takes them.
+    ((16, 128, 28, 28), (128, 128, 3, 3), "float32", ["winograd", "winograd", "taps_matmul"]),
     ((16, 128, 28, 28), (128, 128, 3, 3), "bfloat16",
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
     ((64, 32, 28, 28), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
@@ -735,16 +885,65 @@ def test_with_jaxlib_0_12_1_small_planes_with_many_features_take_flat_products(
         monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
         dtype: str, expected: list[str]) -> None:
     # Item 30: its convolution kernel ran these at half jaxlib 0.10.2's speed (_flat_products_pay).
+    # Without Winograd, which takes the float32 forwards where it pays (below).
     strides = (2, 2) if lhs_shape == (32, 512, 14, 14) else (1, 1)
-    assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=True, slow_bfloat16=True,
-                   window_strides=strides) == expected
-    monkeypatch.undo()
+
+    def chosen(**kwargs: Any) -> list[str]:
+        monkeypatch.undo()
+        monkeypatch.setattr(formulations, "WINOGRAD", 0)
+        return _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides, **kwargs)
+
+    assert chosen(newer=True, slow_bfloat16=True) == expected
     # Not with the earlier jaxlibs.
-    assert "tap_products" not in _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=True,
-                                         window_strides=strides)
+    assert "tap_products" not in chosen(newer=True)
+    assert "position_products" not in chosen()
+
+
+@pytest.mark.parametrize("newer, slow", [(False, False), (True, False), (True, True)],
+                         ids=["jaxlib 0.10", "jaxlib 0.11-0.12.0", "jaxlib 0.12.1"])
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, strides, pays", [
+    # float32, 3x3 at stride 1, from 128 features and 256 rows (images x 2x2 tiles) per product,
+    # planes up to 28x28 (_winograd_pays, item 31).
+    ((32, 512, 7, 7), (512, 512, 3, 3), "float32", (1, 1), True),
+    ((64, 256, 7, 7), (256, 256, 3, 3), "float32", (1, 1), True),
+    ((16, 640, 8, 8), (640, 640, 3, 3), "float32", (1, 1), True),
+    ((16, 512, 14, 14), (512, 512, 3, 3), "float32", (1, 1), True),
+    ((16, 256, 14, 14), (256, 256, 3, 3), "float32", (1, 1), True),
+    ((4, 256, 28, 28), (256, 256, 3, 3), "float32", (1, 1), True),
+    ((64, 128, 14, 14), (128, 128, 3, 3), "float32", (1, 1), True),
+    # Too few rows, too few features, larger planes, bfloat16, strides.
+    ((9, 512, 7, 7), (512, 512, 3, 3), "float32", (1, 1), False),
+    ((2, 512, 14, 14), (512, 512, 3, 3), "float32", (1, 1), False),
+    ((256, 32, 16, 16), (32, 32, 3, 3), "float32", (1, 1), False),
+    ((16, 64, 56, 56), (64, 64, 3, 3), "float32", (1, 1), False),
+    ((4, 256, 56, 56), (256, 256, 3, 3), "float32", (1, 1), False),
+    ((32, 512, 7, 7), (512, 512, 3, 3), "bfloat16", (1, 1), False),
+    ((32, 512, 14, 14), (512, 512, 3, 3), "float32", (2, 2), False),
+])
+def test_winograd_serves_float32_3x3_with_many_features_on_small_planes(
+        monkeypatch: pytest.MonkeyPatch, newer: bool, slow: bool, lhs_shape: tuple[int, ...],
+        rhs_shape: tuple[int, ...], dtype: str, strides: tuple[int, ...], pays: bool) -> None:
+    chosen = _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=newer, slow_bfloat16=slow,
+                     window_strides=strides)
+    if pays:  # the forward and the rule's input gradient; the filter gradient as before
+        assert chosen[:2] == ["winograd", "winograd"] and chosen[2] != "winograd"
+    else:
+        assert "winograd" not in chosen
+
+
+def test_winograd_with_64_features_only_with_jaxlib_0_10(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    shapes = (128, 64, 16, 16), (64, 64, 3, 3)
+    assert _chosen(monkeypatch, *shapes, "float32")[:2] == ["winograd", "winograd"]
     monkeypatch.undo()
-    assert "position_products" not in _chosen(monkeypatch, lhs_shape, rhs_shape, dtype,
-                                              window_strides=strides)
+    assert "winograd" not in _chosen(monkeypatch, *shapes, "float32", newer=True)
+
+
+def test_the_op_with_winograd_matches_native_autodiff(monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes = (16, 256, 7, 7), (256, 256, 3, 3)
+    assert _chosen(monkeypatch, *shapes, "float32")[:2] == ["winograd", "winograd"]
+    monkeypatch.undo()
+    _assert_op_matches_native_autodiff(*shapes, "float32", (1, 1))
 
 
 def test_the_slow_bfloat16_rule_starts_at_jaxlib_0_12_1(monkeypatch: pytest.MonkeyPatch) -> None:
