@@ -165,12 +165,12 @@ MIN_FEATURES_PER_SIDE = 32
 # ``benchmarks/ab_constants.py``.
 SLOW_SMALL_PLANE_KERNELS_JAXLIB = (0, 12, 1)
 FLAT_PRODUCTS = True
-# Winograd's F(2x2, 3x3) (``winograd``) serves float32 3x3 stride-1 convolutions on planes of up
-# to this many positions, from this many features on both sides of the filter (the second with
-# jaxlib 0.10's convolution kernels, before ``_newer_kernels``) and this many rows per product
-# (images x 2x2 output tiles), on x86 CPUs with AVX-512 (``_winograd_pays``, item 31 of
-# benchmarks/README.md). ``WINOGRAD`` (0 or 1) switches it off and on for
-# ``benchmarks/ab_constants.py``.
+# Winograd's F(2x2, 3x3) (``winograd``) serves float32 3x3 stride-1 convolutions (and bfloat16 ones
+# where its products are slow) on planes of up to this many positions, from this many features on
+# both sides of the filter (the second with jaxlib 0.10's convolution kernels, before
+# ``_newer_kernels``) and this many rows per product (images x 2x2 output tiles), on x86 CPUs with
+# AVX-512 (``_winograd_pays``, item 31 of benchmarks/README.md). ``WINOGRAD`` (0 or 1) switches it
+# off and on for ``benchmarks/ab_constants.py``.
 MAX_WINOGRAD_POSITIONS = 28 * 28
 MIN_WINOGRAD_FEATURES = 128
 MIN_OLDER_WINOGRAD_FEATURES = 64
@@ -1314,11 +1314,12 @@ def _flat_products_pay(positions: int, features: int) -> bool:
 
 def _winograd_pays(dtype: np.dtype, batch: int, features: int, outs: int,
                    out_spatial: Sequence[int]) -> bool:
-    """Whether ``winograd`` measured faster than the other formulations for a float32 case it
-    fits: planes of up to ``MAX_WINOGRAD_POSITIONS``, at least ``MIN_WINOGRAD_FEATURES``
-    contracted and output features (``MIN_OLDER_WINOGRAD_FEATURES`` with jaxlib 0.10's kernels),
-    at least ``MIN_WINOGRAD_ROWS`` rows per product (``batch`` x the plane's 2x2 output tiles),
-    on an x86 CPU with AVX-512 (not measured elsewhere).
+    """Whether ``winograd`` measured faster than the other formulations for a case it fits:
+    float32, or bfloat16 where its products are slow (``_slow_bfloat16_products``; Winograd
+    computes it in float32); planes of up to ``MAX_WINOGRAD_POSITIONS``, at least
+    ``MIN_WINOGRAD_FEATURES`` contracted and output features (``MIN_OLDER_WINOGRAD_FEATURES``
+    with jaxlib 0.10's kernels), at least ``MIN_WINOGRAD_ROWS`` rows per product (``batch`` x the
+    plane's 2x2 output tiles), on an x86 CPU with AVX-512 (not measured elsewhere).
 
     Item 31 of benchmarks/README.md, the Intel Xeon with AMX of items 29 and 30, whole steps
     with the rule forced on against off (the forward and the input gradient by Winograd;
@@ -1329,11 +1330,15 @@ def _winograd_pays(dtype: np.dtype, batch: int, features: int, outs: int,
     measured: fewer rows (512 on 7x7 with 9 images, 144 rows: 0.91 / 1.20; on 14x14 with 2: 0.94
     / 1.00), 32 features (the large batch 0.98, 28x28 0.94, 8x8 0.90: 0.10.2), 16-32 features on
     32x32 to 64x64 and 24-64 on 56x56 (0.99-1.23), bfloat16 with jaxlib 0.10.2 (1.16-1.79, its
-    products fast).
+    products fast). bfloat16 with jaxlib 0.12.1: 256 features on 7x7 0.90, on 14x14 0.65, on
+    28x28 0.70, 512 on 7x7 0.86, on 14x14 0.67, 128 on 14x14 0.93; not with fewer rows (1.02,
+    1.10) or 64 features on 16x16 (1.10).
     """
     tiles = math.prod(-(-m // 2) for m in out_spatial)
     least = MIN_WINOGRAD_FEATURES if _newer_kernels() else MIN_OLDER_WINOGRAD_FEATURES
-    return (bool(WINOGRAD) and np.dtype(dtype) == np.float32 and not _host.without_avx512()
+    dtype = np.dtype(dtype)
+    return (bool(WINOGRAD) and not _host.without_avx512()
+            and (dtype == np.float32 or (dtype == jnp.bfloat16 and _slow_bfloat16_products()))
             and math.prod(out_spatial) <= MAX_WINOGRAD_POSITIONS
             and min(features, outs) >= least and batch * tiles >= MIN_WINOGRAD_ROWS)
 
