@@ -11,11 +11,14 @@ arithmetic, so in float64 it agrees with the native convolution up to rounding.
 
 This script checks that agreement, then times the float32 forward interleaved in one process:
 as Winograd (16 batched products (tiles x C) . (C x O)) over the whole batch and in blocks of
-images, as the op (``impl``) and as native ``lax``. Nothing in ``impl`` uses Winograd: on the
-Zen 3 EPYC of item 25 of ``benchmarks/README.md`` every variant was slower than the op's forward
-(1.4x in blocks of 16 images, 3.4x over the whole batch); its products took less time than the
-op's, its transforms more than that saved. (The fifteenth session's whole-batch version, with
-the backward pass, made the step 1.37x slower on a Zen 1: "Where the time goes" there.)
+images, as the op (``impl``) and as native ``lax``. On the Zen 3 EPYC of item 25 of
+``benchmarks/README.md`` every variant was slower than the op's forward on this shape (1.4x in
+blocks of 16 images, 3.4x over the whole batch); its products took less time than the op's, its
+transforms more than that saved. (The fifteenth session's whole-batch version, with the backward
+pass, made the step 1.37x slower on a Zen 1: "Where the time goes" there.) With 32 features the
+transforms weigh 4-16x more against the products than with the 128-512 features where ``impl``'s
+own ``winograd`` now serves (item 31, whose filter transform is sums of slices: the ``einsum``
+below made 16 transposed copies of the transformed filter with 512 features).
 """
 
 import argparse
