@@ -3,12 +3,13 @@
 ``shift_matmul`` (one matrix product for all taps, then a sum of shifted reads),
 ``channels_last_matmul`` (the same over blocks of channels-last images padded once, then strided
 slices), ``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per lhs
-feature) and ``columns_matmul`` (im2col columns per batch element, one matrix product) compute
-the same sums as the native convolution in another order. The CPU formulation
-choice uses them only for float32 and bfloat16, so the float64 grid of tests/test_op_grid.py never
-reaches them: here they are called directly on the oracle's grid of options, in float64 against
-native lax, and the op that uses them is checked against native autodiff in the dtypes that
-select them.
+feature) and ``columns_matmul`` (im2col columns per batch element, one matrix product) compute the
+same sums as the native convolution in another order; ``winograd`` (Winograd's F(2x2, 3x3): 16
+matrix products between an input and an output transform) an expression equal to them. The CPU
+formulation choice uses them only for float32 and bfloat16, so the float64 grid of
+tests/test_op_grid.py never reaches them: here they are called directly on the oracle's grid of
+options, in float64 against native lax, and the op that uses them is checked against native
+autodiff in the dtypes that select them.
 """
 
 import dataclasses
@@ -926,7 +927,7 @@ def test_with_jaxlib_0_12_1_small_planes_with_many_features_take_flat_products(
     ((32, 512, 7, 7), (512, 512, 3, 3), "bfloat16", (1, 1), "with slow bfloat16 products"),
     ((32, 512, 14, 14), (512, 512, 3, 3), "float32", (2, 2), False),
 ])
-def test_winograd_serves_float32_3x3_with_many_features_on_small_planes(
+def test_winograd_serves_3x3_with_many_features_on_small_planes(
         monkeypatch: pytest.MonkeyPatch, newer: bool, slow: bool, lhs_shape: tuple[int, ...],
         rhs_shape: tuple[int, ...], dtype: str, strides: tuple[int, ...], pays: bool | str
 ) -> None:
