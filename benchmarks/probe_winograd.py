@@ -28,33 +28,20 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 import impl
 from convgrad import bench
 from convgrad.io import write_atomic
+from impl import _formulations
 
 # F(2x2, 3x3) for correlation (the convolution of deep learning): Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A
-# for a 4x4 input tile d and a 3x3 filter g.
-B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
+# for a 4x4 input tile d and a 3x3 filter g; the matrices and their sums as the op's ``winograd``.
+B_T, G, A_T = _formulations.WINOGRAD_B_T, _formulations.WINOGRAD_G, _formulations.WINOGRAD_A_T
+_combine = _formulations._combination
 SHAPE = "large batch 3x3"
 # Images per loop step of the blocked variants.
 BLOCKS = (4, 16)
-
-
-def _combine(parts: list[jax.Array], coefficients: np.ndarray) -> jax.Array:
-    """Σ c·part over the nonzero coefficients, as adds and subtracts where c is ±1."""
-    total = None
-    for part, c in zip(parts, coefficients, strict=True):
-        if c == 0:
-            continue
-        term = part if c == 1 else -part if c == -1 else c * part
-        total = term if total is None else total + term
-    assert total is not None
-    return total
 
 
 def winograd_forward(lhs: jax.Array, rhs: jax.Array, block: int | None = None) -> jax.Array:

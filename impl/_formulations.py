@@ -1633,7 +1633,7 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
     dense = max(groups, batch_groups) == 1
     if dense and np.prod(window) == 1:
         return window_one_matmul
-    if (dense and not nested and _winograd_fits(window, out_spatial, config)
+    if (not nested and _winograd_fits(window, out_spatial, config)  # dense, as it checks
             and 0 not in lhs_shape and _winograd_pays(
                 dtype, lhs_shape[lhs_spec[0]], lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]],
                 out_spatial)):
