@@ -60,8 +60,14 @@ SHAPES = [
     bench.Shape("512 features 7x7, 9 images", "2-D", (9, 512, 7, 7), (512, 512, 3, 3), pad=1),
     bench.Shape("512 features 14x14, 2 images", "2-D", (2, 512, 14, 14), (512, 512, 3, 3), pad=1),
     bench.Shape("256 features 28x28", "2-D", (4, 256, 28, 28), (256, 256, 3, 3), pad=1),
+    # Filter gradients by Winograd (thirty-second session): larger planes, more features.
+    *bench.select_shapes(bench.many_features(),
+                         "256 features 56x56,640 features 8x8,128 features 112x112"),
+    bench.Shape("256 features 28x28, 16 images", "2-D", (16, 256, 28, 28), (256, 256, 3, 3),
+                pad=1),
 ]
-RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays", "_winograd_pays")
+RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays", "_winograd_pays",
+         "_winograd_window_pays")
 # Not one rule but which set of them answers (those fitted to jaxlib 0.10 or to 0.11 and later):
 # forced off and on, the two whole sets side by side under the installed jaxlib.
 GENERATION = "_newer_kernels"

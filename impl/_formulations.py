@@ -1,11 +1,12 @@
 """Exact formulations of ``lax.conv_general_dilated``, chosen per backend and per case.
 
 Every function here computes the same sums as the native convolution (only the order of additions
-may differ; ``winograd`` an expression equal to them in exact arithmetic, with fewer
-multiplications), so the op's forward and the rotated-filter rule's convolutions can use whichever
-is fastest. Notation per spatial axis as in ``impl._padding``: window size ``k``, output size ``m``,
-stride ``s``, lhs dilation ``a``, rhs dilation ``d``, padding ``(lo, hi)``; ``X̃`` is the input
-dilated by ``a`` and padded by ``(lo, hi)``, and the convolution is
+may differ; ``winograd`` and ``winograd_window`` an expression equal to them in exact
+arithmetic, with fewer multiplications), so the op's forward and the rotated-filter rule's
+convolutions can use whichever is fastest. Notation per spatial axis as in ``impl._padding``:
+window size ``k``, output size ``m``, stride ``s``, lhs dilation ``a``, rhs dilation ``d``, padding
+``(lo, hi)``; ``X̃`` is the input dilated by ``a`` and padded by ``(lo, hi)``, and the convolution
+is
 
     O[b, o, p] = Σ_{c, t} X̃[b, c, s·p + d·t] F[o, c, t].
 
@@ -176,6 +177,16 @@ MIN_WINOGRAD_FEATURES = 128
 MIN_OLDER_WINOGRAD_FEATURES = 64
 MIN_WINOGRAD_ROWS = 256
 WINOGRAD = True
+# Winograd's F(3x3, 2x2) (``winograd_window``) serves the filter gradients of 3x3 stride-1
+# convolutions (their convolutions with a 3x3 output) in float32 from this many input and output
+# features (the second with jaxlib 0.10's kernels), and in bfloat16 where its products are slow
+# with at most this many terms per product (images x the window's 2x2 tiles), on the same hosts
+# (``_winograd_window_pays``, item 32 of benchmarks/README.md). ``WINOGRAD_WINDOW`` (0 or 1)
+# switches it off and on for ``benchmarks/ab_constants.py``.
+MIN_WINOGRAD_WINDOW_FEATURES = 256
+MIN_OLDER_WINOGRAD_WINDOW_FEATURES = 128
+MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS = 1024
+WINOGRAD_WINDOW = True
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -1155,6 +1166,115 @@ def winograd(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     return jnp.transpose(jnp.moveaxis(out, -1, 1), np.argsort(out_spec))
 
 
+# Winograd's F(3x3, 2x2) for convolutions with a 3x3 output from a larger window: the filter
+# gradients of 3x3 stride-1 convolutions (the rule's convolution of the input with the
+# cotangent, whose window is the forward's output plane). The roles of F(2x2, 3x3) trade places:
+# the window is cut into 2x2 tiles, each tile's 3x3 outputs come from a 4x4 block of the padded
+# input as Aᵀ [ (G w Gᵀ) ⊙ (Bᵀ d B) ] A with the matrices below (Lavin and Gray's points 0, 1, -1
+# and ∞, as for F(2x2, 3x3)), and the sum over tiles joins the contraction: per Winograd point
+# one matrix product (batch × tiles·features) · (tiles·features × outputs). 16 products per tile
+# instead of 36 (2.25x fewer; a window of odd size is padded with zeros to whole tiles).
+WINOGRAD_3_B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]])
+WINOGRAD_3_G = np.array([[1, 0], [0.5, 0.5], [0.5, -0.5], [0, 1]])
+WINOGRAD_3_A_T = np.array([[1, 1, 1, 0], [0, 1, -1, 0], [0, 1, 1, 1]])
+
+
+def _winograd_window_fits(window: Sequence[int], out_spatial: Sequence[int],
+                          config: ConvConfig) -> bool:
+    """Whether ``winograd_window`` computes this case: 2-D and dense, a 3x3 output, a window of
+    at least 2x2, unit strides and dilations."""
+    return (len(window) == 2 and tuple(out_spatial) == (3, 3) and min(window) >= 2
+            and max(config.window_strides) == 1
+            and max(config.lhs_dilation) == 1 and max(config.rhs_dilation) == 1
+            and max(config.feature_group_count, config.batch_group_count) == 1)
+
+
+def winograd_window(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """A dense stride-1 convolution with a 3x3 output by Winograd's F(3x3, 2x2) over 2x2 tiles
+    of the window, channels last."""
+    in_spatial, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    if not _winograd_window_fits(window, out_spatial, config):
+        raise ValueError("winograd_window computes dense 2-D convolutions with a 3x3 output, "
+                         f"unit strides and dilations, got window {tuple(window)}, output "
+                         f"{tuple(out_spatial)} and {config}")
+    lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    kind, dtype = _product_types(lhs, config)
+    work = np.dtype(jnp.promote_types(kind, np.float32))
+    tiles = [-(-k // 2) for k in window]  # 2x2 tiles of the window per axis
+    # Padded so that every tile's 4x4 input block, 2 apart, is in bounds: 2·tiles + 2 positions
+    # (one more than the convolution reads where the window is odd: it meets a zero tap).
+    pads = [(lo, 2 * t + 2 - n - lo, 0) for n, t, (lo, _) in zip(
+        in_spatial, tiles, config.padding, strict=True)]
+    # Each product is a plain (rows, depth) · (depth, columns) matrix product, depth (features,
+    # tile rows, tile columns), whose result has batch and outputs in the order of the result's
+    # layout (a filter gradient of an OIHW filter has outputs first), so that the 3x3 axes are
+    # all that moves after. The operands' layouts follow: outputs first, (O, F, H, W) · (F, H, W,
+    # B); else (B, F, H, W) · (F, H, W, O).
+    outputs_first = out_spec[1] < out_spec[0]
+    batch, features, outs = lhs.shape[lhs_spec[0]], lhs.shape[lhs_spec[1]], rhs.shape[rhs_spec[0]]
+    window_pads = [(0, 2 * t - k, 0) for t, k in zip(tiles, window, strict=True)]
+    keep = (0, 0, 0)
+    if outputs_first:
+        lhs_order, lhs_pads, first_in = (lhs_spec[1], *lhs_spec[2:], lhs_spec[0]), [
+            keep, *pads, keep], 1
+        rhs_order, rhs_pads, first_taps = rhs_spec, [keep, keep, *window_pads], 2
+    else:
+        lhs_order, lhs_pads, first_in = lhs_spec, [keep, keep, *pads], 2
+        rhs_order, rhs_pads, first_taps = (rhs_spec[1], *rhs_spec[2:], rhs_spec[0]), [
+            keep, *window_pads, keep], 1
+    # Each laid out once into its own buffer (``materialize``): XLA fused the transposes into
+    # the 16 transforms that read them, each then gathering across the plane (a whole step 1.1-1.4x
+    # slower on 14x14 to 56x56 planes).
+    images = materialize(lax.pad(jnp.transpose(lhs, lhs_order), jnp.zeros((), lhs.dtype),
+                                 lhs_pads)).astype(work)
+    filters = materialize(lax.pad(jnp.transpose(rhs, rhs_order), jnp.zeros((), rhs.dtype),
+                                  rhs_pads)).astype(work)
+
+    def every_other(array: jax.Array, first: int, rows: int, cols: int) -> jax.Array:
+        """The tiles' entries at (rows, cols) of their blocks: spatial axes from ``first``."""
+        return array[(slice(None),) * first + (slice(rows, rows + 2 * tiles[0], 2),
+                                               slice(cols, cols + 2 * tiles[1], 2))]
+
+    blocks = [[every_other(images, first_in, a, b) for b in range(4)] for a in range(4)]
+    half = [[_combination([blocks[a][b] for a in range(4)], WINOGRAD_3_B_T[xi])
+             for b in range(4)] for xi in range(4)]
+    taps = [[every_other(filters, first_taps, u, v) for v in range(2)] for u in range(2)]
+    half_taps = [[_combination([taps[u][v] for u in range(2)], WINOGRAD_3_G[xi])
+                  for v in range(2)] for xi in range(4)]
+    depth = tiles[0] * tiles[1] * features
+
+    def point(xi: int, nu: int) -> jax.Array:
+        data = _combination(half[xi], WINOGRAD_3_B_T[nu])
+        weights = _combination(half_taps[xi], WINOGRAD_3_G[nu])
+        if outputs_first:
+            pair = weights.reshape(outs, depth), data.reshape(depth, batch)
+        else:
+            pair = data.reshape(batch, depth), weights.reshape(depth, outs)
+        return lax.dot_general(*pair, (((1,), (0,)), ((), ())), precision=config.precision,
+                               preferred_element_type=jnp.promote_types(dtype, work))
+
+    products = [[point(xi, nu) for nu in range(4)] for xi in range(4)]
+    # Output transform Aᵀ M A. Where the result's 3x3 axes are its last (OIHW), each output is
+    # written there as a sum over the 16 points of a product times a row of coefficients: XLA:CPU
+    # fused nine separate sums and their stack into one loop 3x slower. Elsewhere (HWIO) the
+    # nine outputs are stacked in front, whole planes at a time.
+    out_type = config.preferred_element_type or lhs.dtype
+    lead = (1, 0) if outputs_first else (0, 1)  # out's axis of batch and of outputs
+    if min(out_spec[2:]) > max(out_spec[:2]):
+        coefficients = np.kron(WINOGRAD_3_A_T, WINOGRAD_3_A_T).T.reshape(4, 4, 9)
+        out = sum(products[xi][nu][..., None] * coefficients[xi, nu].astype(
+            products[xi][nu].dtype) for xi in range(4) for nu in range(4))
+        out = out.astype(out_type).reshape(*out.shape[:2], 3, 3)
+        axes = (*lead, 2, 3)
+    else:
+        mid = [[_combination([products[xi][nu] for xi in range(4)], WINOGRAD_3_A_T[alpha])
+                for nu in range(4)] for alpha in range(3)]
+        out = jnp.stack([jnp.stack([_combination(mid[alpha], WINOGRAD_3_A_T[beta])
+                                    for beta in range(3)]) for alpha in range(3)]).astype(out_type)
+        axes = (lead[0] + 2, lead[1] + 2, 0, 1)
+    return jnp.transpose(out, [axes[c] for c in np.argsort(out_spec)])
+
+
 def _output_rows(blocks: jax.Array, size: int, out_dtype: np.dtype) -> int | None:
     """Rows of ``blocks``' steps that hold a step's ``size`` outputs, or None if they do not fit.
 
@@ -1180,9 +1300,13 @@ def materialize(array: jax.Array) -> jax.Array:
     stop this (it is removed before fusion); a conditional is a fusion boundary that XLA keeps when
     its predicate depends on the data and its branches differ (XLA inlines identical ones). Both
     branches return the array unchanged: the second negates it twice, which is exact for every
-    value including NaN.
+    value including NaN. The predicate reads the first element as a slice, not through a
+    flattening reshape, which under sharding gathered the whole array where a minor axis was the
+    sharded one (``winograd_window``'s operands with the images second).
     """
-    first = array.reshape(-1)[:1].reshape(())
+    if array.size == 0:
+        return array
+    first = lax.slice(array, (0,) * array.ndim, (1,) * array.ndim).reshape(())
     return lax.cond(first == first, lambda a: a, lambda a: jnp.negative(jnp.negative(a)), array)
 
 
@@ -1341,6 +1465,37 @@ def _winograd_pays(dtype: np.dtype, batch: int, features: int, outs: int,
             and (dtype == np.float32 or (dtype == jnp.bfloat16 and _slow_bfloat16_products()))
             and math.prod(out_spatial) <= MAX_WINOGRAD_POSITIONS
             and min(features, outs) >= least and batch * tiles >= MIN_WINOGRAD_ROWS)
+
+
+def _winograd_window_pays(dtype: np.dtype, batch: int, features: int, outs: int,
+                          window: Sequence[int]) -> bool:
+    """Whether ``winograd_window`` measured faster than the other formulations for a case it
+    fits, a filter gradient's convolution (``batch``: the forward's input features; ``features``:
+    its images; ``window``: its output plane): at least ``MIN_WINOGRAD_WINDOW_FEATURES`` on both
+    sides of the filter (``MIN_OLDER_WINOGRAD_WINDOW_FEATURES`` with jaxlib 0.10's kernels);
+    float32, or bfloat16 where its products are slow (``_slow_bfloat16_products``, computed in
+    float32) with at most ``MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS`` terms per product (images x
+    the window's 2x2 tiles); on an x86 CPU with AVX-512 (not measured elsewhere).
+
+    Item 32 of benchmarks/README.md, the Intel Xeon with AMX of items 29-31, whole steps with the
+    rule forced on against off (``benchmarks/sweep_formulations.py --rules
+    _winograd_window_pays``, 2 processes), float32 with jaxlib 0.10.2 / 0.12.1: 256 features on
+    7x7 1.00 / 0.76, on 14x14 0.77 / 0.88, on 28x28 0.87 / 0.85 (with 16 images 0.87 / 0.87), on
+    56x56 0.94 / 0.96; 512 on 7x7 0.89 / 0.78 (with 9 images 0.97 / 0.93), on 14x14 0.75 / 0.78
+    (with 2 images 0.75 / 0.77); 640 on 8x8 0.78 / 0.78; 128 on 14x14 0.87 / 1.04, on 28x28
+    0.95 / 0.98; 64 features 1.00-1.26 (0.10.2), the resnet 3x3 s1 1.17 / 1.32. bfloat16 with
+    jaxlib 0.12.1: 0.80-0.96 with up to 1024 terms per product (256 and 512 features, 7x7 to
+    28x28 planes), 1.22 with 3136 (256 features on 28x28, 16 images), 1.28 and more with 128
+    features.
+    """
+    dtype = np.dtype(dtype)
+    terms = features * math.prod(-(-k // 2) for k in window)
+    least = MIN_WINOGRAD_WINDOW_FEATURES if _newer_kernels() else MIN_OLDER_WINOGRAD_WINDOW_FEATURES
+    return (bool(WINOGRAD_WINDOW) and not _host.without_avx512()
+            and (dtype == np.float32 or (
+                dtype == jnp.bfloat16 and _slow_bfloat16_products()
+                and terms <= MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS))
+            and min(batch, outs) >= least)
 
 
 def _slow_small_plane_kernels() -> bool:
@@ -1638,6 +1793,11 @@ def cpu_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], conf
                 dtype, lhs_shape[lhs_spec[0]], lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]],
                 out_spatial)):
         return winograd
+    if (not nested and _winograd_window_fits(window, out_spatial, config)  # dense, as it checks
+            and 0 not in lhs_shape and _winograd_window_pays(
+                dtype, lhs_shape[lhs_spec[0]], lhs_shape[lhs_spec[1]], rhs_shape[rhs_spec[0]],
+                window)):
+        return winograd_window
     if dense and (dtype in (NESTED_MATMUL_DTYPES if nested else MATMUL_DTYPES)
                   or (nested and _avx2_float32(dtype))):
         matmul = _matmul_formulation(lhs_shape, rhs_shape, config, dtype)

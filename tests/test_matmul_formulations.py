@@ -5,7 +5,8 @@
 slices), ``taps_matmul`` (few output positions, i.e. a filter gradient: one matrix product per lhs
 feature) and ``columns_matmul`` (im2col columns per batch element, one matrix product) compute the
 same sums as the native convolution in another order; ``winograd`` (Winograd's F(2x2, 3x3): 16
-matrix products between an input and an output transform) an expression equal to them. The CPU
+matrix products between an input and an output transform) and ``winograd_window`` (F(3x3, 2x2)
+over 2x2 tiles of a filter gradient's window) an expression equal to them. The CPU
 formulation choice uses them only for float32 and bfloat16, so the float64 grid of
 tests/test_op_grid.py never reaches them: here they are called directly on the oracle's grid of
 options, in float64 against native lax, and the op that uses them is checked against native
@@ -176,11 +177,14 @@ def test_taps_matmul_takes_large_steps_in_chunks_as_native(
 def test_large_filter_gradients_take_taps_matmul_in_chunks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # 256 features on 56x56 in float32: 28.9 MB of columns per image, above
-    # MAX_MATMUL_BLOCK_BYTES; in chunks (item 30), else the native kernel.
+    # MAX_MATMUL_BLOCK_BYTES; in chunks (item 30), else the native kernel. (Without Winograd,
+    # which takes this filter gradient where it measured faster: item 32.)
     for newer in (False, True):
+        monkeypatch.setattr(formulations, "WINOGRAD_WINDOW", 0)
         assert _chosen(monkeypatch, (4, 256, 56, 56), (256, 256, 3, 3), "float32",
                        newer=newer)[2] == "taps_matmul"
         monkeypatch.undo()
+    monkeypatch.setattr(formulations, "WINOGRAD_WINDOW", 0)
     monkeypatch.setattr(formulations, "TAPS_CHUNKS", False)
     assert _chosen(monkeypatch, (4, 256, 56, 56), (256, 256, 3, 3), "float32")[2] == "native"
 
@@ -436,6 +440,128 @@ def test_winograd_pays(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not pays(f32, 16, 256, 256, (7, 7))
 
 
+# Cases for winograd_window (a 3x3 output, unit strides and dilations) beyond the filter
+# gradients of WINOGRAD_CASES: odd, even and uneven windows, a window of 2, negative padding,
+# channels last and permuted layouts.
+WINOGRAD_WINDOW_CASES = [
+    ((2, 3, 9, 9), (4, 3, 7, 7), ((0, 0), (0, 0)), None),
+    ((2, 3, 9, 7), (4, 3, 8, 5), ((1, 0), (0, 0)), None),
+    ((3, 2, 4, 4), (5, 2, 2, 2), ((0, 0), (0, 0)), None),
+    ((2, 3, 11, 11), (4, 3, 8, 8), ((-1, 0), (0, -1)), None),
+    ((2, 6, 7, 3), (6, 4, 3, 5), ((1, 1), (-1, 0)), ("NHWC", "HWIO", "NHWC")),
+    ((6, 3, 5, 2), (3, 4, 3, 4), ((-1, 1), (0, 0)), ("HCWN", "WOIH", "CWNH")),
+]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, padding, layout", WINOGRAD_CASES)
+def test_winograd_window_computes_the_rules_filter_gradient_in_float64(
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any,
+        layout: Any) -> None:
+    """``winograd_window`` on the rule's filter gradient of a 3x3 stride-1 convolution (the
+    convolution of the input with the cotangent, a 3x3 output) gives native's sums in float64,
+    in every layout: OIHW filters take the products with outputs first, HWIO ones stack the
+    nine outputs in front."""
+    rng = np.random.default_rng(16)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    config = make_config(lhs, rhs, (1, 1), padding, dimension_numbers=layout)
+    cotangent = random_array(rng, formulations.native(lhs, rhs, config).shape, "float64")
+    a, b, c = rule_convolution_of("rhs", lhs, rhs, config, cotangent)
+    _, window, out_spatial = spatial_shapes(c, a.shape, b.shape)
+    assert tuple(out_spatial) == (3, 3)
+    if min(window) < 2:  # the forward's output plane is the window: 1 x 2 here
+        assert not formulations._winograd_window_fits(window, out_spatial, c)
+        return
+    assert formulations._winograd_window_fits(window, out_spatial, c)
+    error = formulation_error(formulations.winograd_window, a, b, c)
+    assert error <= tolerance("float64"), f"{error:.3e}"
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, padding, layout", WINOGRAD_WINDOW_CASES)
+def test_winograd_window_equals_native_in_float64(
+        lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], padding: Any,
+        layout: Any) -> None:
+    rng = np.random.default_rng(17)
+    lhs, rhs = random_array(rng, lhs_shape, "float64"), random_array(rng, rhs_shape, "float64")
+    config = make_config(lhs, rhs, (1, 1), padding, dimension_numbers=layout)
+    _, window, out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)
+    assert formulations._winograd_window_fits(window, out_spatial, config)
+    error = formulation_error(formulations.winograd_window, lhs, rhs, config)
+    assert error <= tolerance("float64"), f"{error:.3e}"
+
+
+@pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
+                                              ("bfloat16", "float32"), ("float32", "float64")])
+def test_winograd_window_in_other_dtypes(dtype: str, preferred: str | None) -> None:
+    """The transforms and products run in at least float32, the result in the op's type."""
+    rng = np.random.default_rng(18)
+    lhs, rhs = random_array(rng, (3, 8, 9, 8), dtype), random_array(rng, (6, 8, 7, 6), dtype)
+    config = make_config(lhs, rhs, (1, 1), ((0, 0), (0, 0)), preferred_element_type=preferred,
+                         precision=lax.Precision.HIGHEST)
+    error = formulation_error(formulations.winograd_window, lhs, rhs, config)
+    assert error <= tolerance(dtype), f"{error:.3e}"
+
+
+def test_winograd_window_in_float32_is_about_as_accurate_as_the_native_kernel() -> None:
+    """Against a float64 reference, the float32 filter gradient by Winograd (root mean square
+    error) stays within 3x of XLA's float32 kernel's (the float32 ratio is in item 32 of
+    benchmarks/README.md)."""
+    rng = np.random.default_rng(19)
+    lhs = random_array(rng, (16, 256, 7, 7), "float64")
+    rhs = random_array(rng, (256, 256, 3, 3), "float64") / 48
+    config = make_config(lhs, rhs, (1, 1), ((1, 1), (1, 1)))
+    cotangent = random_array(rng, formulations.native(lhs, rhs, config).shape, "float64")
+    a, b, c = rule_convolution_of("rhs", lhs, rhs, config, cotangent)
+    exact = np.asarray(formulations.native(a, b, c))
+    single = (a.astype(np.float32), b.astype(np.float32))
+    errors = {}
+    for formulation in (formulations.native, formulations.winograd_window):
+        got = np.asarray(jax.jit(lambda a, b, f=formulation: f(a, b, c))(*single))
+        errors[formulation.__name__] = float(np.sqrt(np.mean((got - exact) ** 2)))
+    assert 0 < errors["winograd_window"] <= 3 * errors["native"], errors
+
+
+@pytest.mark.parametrize("kwargs", [{"window_strides": (2, 1)}, {"rhs_dilation": (1, 2)},
+                                    {"lhs_dilation": (2, 1)}, {"feature_group_count": 2}])
+def test_winograd_window_refuses_what_it_does_not_compute(kwargs: dict[str, Any]) -> None:
+    strides = kwargs.pop("window_strides", (1, 1))
+    lhs = jnp.ones((1, 4, 3 * strides[0] + 2, 5))
+    rhs = jnp.ones((4, 4 // kwargs.get("feature_group_count", 1), 3, 3))
+    config = make_config(lhs, rhs, strides, ((0, 0), (0, 0)), **kwargs)
+    with pytest.raises(ValueError, match="3x3 output"):
+        formulations.winograd_window(lhs, rhs, config)
+    lhs, rhs = jnp.ones((1, 4, 8, 8)), jnp.ones((4, 4, 5, 5))  # a 4x4 output
+    with pytest.raises(ValueError, match="3x3 output"):
+        formulations.winograd_window(lhs, rhs, make_config(lhs, rhs, (1, 1), "VALID"))
+
+
+def test_winograd_window_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """float32 from 256 input and output features (128 with jaxlib 0.10's kernels); bfloat16
+    where its products are slow, with up to 1024 terms per product (images x the window's 2x2
+    tiles); AVX-512 hosts; ``WINOGRAD_WINDOW`` switches it. Arguments: the filter gradient's
+    convolution (batch: input features; features: images; window: the forward's output plane)."""
+    pays = formulations._winograd_window_pays
+    f32, bf16 = np.dtype(np.float32), np.dtype(jnp.bfloat16)
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: False)
+    assert pays(f32, 128, 64, 128, (14, 14)) and not pays(f32, 127, 64, 128, (14, 14))
+    assert not pays(f32, 128, 64, 127, (14, 14))
+    monkeypatch.setattr(formulations, "_newer_kernels", lambda: True)
+    assert not pays(f32, 128, 64, 128, (14, 14))
+    assert pays(f32, 256, 32, 256, (7, 7)) and pays(f32, 256, 16, 256, (56, 56))
+    assert not pays(f32, 255, 32, 256, (7, 7)) and not pays(f32, 256, 32, 255, (7, 7))
+    assert not pays(np.dtype(np.float64), 512, 32, 512, (7, 7))
+    monkeypatch.setattr(formulations, "_slow_bfloat16_products", lambda: False)
+    assert not pays(bf16, 512, 32, 512, (7, 7))
+    monkeypatch.setattr(formulations, "_slow_bfloat16_products", lambda: True)
+    assert pays(bf16, 512, 64, 512, (7, 7))                 # 64 x 16 tiles: 1024 terms
+    assert not pays(bf16, 512, 65, 512, (7, 7))
+    assert pays(bf16, 256, 4, 256, (28, 28)) and not pays(bf16, 256, 16, 256, (28, 28))
+    monkeypatch.setenv(formulations._host.AVX512_OVERRIDE, "no")
+    assert not pays(f32, 512, 32, 512, (7, 7))
+    monkeypatch.setenv(formulations._host.AVX512_OVERRIDE, "yes")
+    monkeypatch.setattr(formulations, "WINOGRAD_WINDOW", 0)
+    assert not pays(f32, 512, 32, 512, (7, 7))
+
+
 @pytest.mark.parametrize("dtype, preferred", [("float32", None), ("bfloat16", None),
                                               ("bfloat16", "float32")])
 def test_flat_products_in_the_dtypes_that_select_them(dtype: str, preferred: str | None) -> None:
@@ -604,7 +730,8 @@ def record(*args, **kwargs):
 
 _formulations.cpu_formulation = record
 keys = jax.random.split(jax.random.key(0))
-# 256 features on 7x7, 16 images: 256 rows per Winograd product (_winograd_pays).
+# 256 features on 7x7, 16 images: 256 rows per Winograd product (_winograd_pays), and 256
+# features on both sides of the filter gradient (_winograd_window_pays).
 lhs = jax.random.normal(keys[0], (16, 256, 7, 7))
 rhs = jax.random.normal(keys[1], (256, 256, 3, 3)) / 48
 grad = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(impl.conv_general_dilated(
@@ -627,11 +754,12 @@ print(json.dumps(results))
 
 
 def test_winograd_under_sharding() -> None:
-    """Loop-free, ``winograd`` also serves programs spread over 8 devices: with the images over
+    """Loop-free, ``winograd`` and ``winograd_window`` (the filter gradient, whose products
+    contract the sharded images) also serve programs spread over 8 devices: with the images over
     the devices, and with the filters' output features over a second mesh axis, the gradients
     are one device's (float32) and the input gradient stays sharded over the images."""
     result = json.loads(run_on_eight_cpu_devices(WINOGRAD_SHARDED_SCRIPT).splitlines()[-1])
-    assert "winograd" in result["chosen"], result
+    assert {"winograd", "winograd_window"} <= set(result["chosen"]), result
     for mesh in ("batch", "batch and outputs"):
         assert result[mesh]["input gradient spec"][0] == "b", result
         assert result[mesh]["max difference"] <= tolerance("float32"), result
@@ -770,9 +898,11 @@ def test_in_bfloat16_they_also_serve_nested_convolutions(monkeypatch: pytest.Mon
     ((16, 64, 56, 56), (64, 64, 3, 3), "float64", ["native", "native", "native"]),
     ((16, 64, 56, 56), (64, 64, 3, 3), "float16", ["native", "native", "native"]),
     # float32 at stride 1: XLA's kernel is faster from 96 output features on (128 x 128 on
-    # 28x28; there Winograd takes the forward and input gradient, item 31) and the products
-    # slower below 48 contracted features; bfloat16 takes them.
-    ((16, 128, 28, 28), (128, 128, 3, 3), "float32", ["winograd", "winograd", "taps_matmul"]),
+    # 28x28; there Winograd takes the forward and input gradient, item 31, and with jaxlib 0.10
+    # the filter gradient, item 32) and the products slower below 48 contracted features;
+    # bfloat16 takes them.
+    ((16, 128, 28, 28), (128, 128, 3, 3), "float32",
+     ["winograd", "winograd", "winograd_window"]),
     ((16, 128, 28, 28), (128, 128, 3, 3), "bfloat16",
      ["shift_matmul", "shift_matmul", "taps_matmul"]),
     ((64, 32, 28, 28), (32, 32, 3, 3), "float32", ["native", "native", "taps_matmul"]),
@@ -864,8 +994,10 @@ def test_with_jaxlib_0_12_1_small_planes_with_many_features_keep_channels_last(
         monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
         expected: list[str]) -> None:
     # Item 30: XLA's kernel is slowest on the smallest planes (_many_features_on_small_plane).
-    # Without Winograd, which takes most of these forwards with these jaxlibs (item 31).
+    # Without Winograd, which takes most of these forwards and filter gradients with these
+    # jaxlibs (items 31 and 32).
     monkeypatch.setattr(formulations, "WINOGRAD", 0)
+    monkeypatch.setattr(formulations, "WINOGRAD_WINDOW", 0)
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, "bfloat16", newer=True,
                    slow_bfloat16=True) == expected
 
@@ -892,12 +1024,14 @@ def test_with_jaxlib_0_12_1_small_planes_with_many_features_take_flat_products(
         monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
         dtype: str, expected: list[str]) -> None:
     # Item 30: its convolution kernel ran these at half jaxlib 0.10.2's speed (_flat_products_pay).
-    # Without Winograd, which takes the float32 forwards where it pays (below).
+    # Without Winograd, which takes the float32 forwards and filter gradients where it pays
+    # (below).
     strides = (2, 2) if lhs_shape == (32, 512, 14, 14) else (1, 1)
 
     def chosen(**kwargs: Any) -> list[str]:
         monkeypatch.undo()
         monkeypatch.setattr(formulations, "WINOGRAD", 0)
+        monkeypatch.setattr(formulations, "WINOGRAD_WINDOW", 0)
         return _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, window_strides=strides, **kwargs)
 
     assert chosen(newer=True, slow_bfloat16=True) == expected
@@ -939,6 +1073,43 @@ def test_winograd_serves_3x3_with_many_features_on_small_planes(
         assert chosen[:2] == ["winograd", "winograd"] and chosen[2] != "winograd"
     else:
         assert "winograd" not in chosen
+
+
+@pytest.mark.parametrize("newer, slow", [(False, False), (True, False), (True, True)],
+                         ids=["jaxlib 0.10", "jaxlib 0.11-0.12.0", "jaxlib 0.12.1"])
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dtype, strides, pays", [
+    # Filter gradients of 3x3 stride-1 convolutions from 256 features on both sides (128 with
+    # jaxlib 0.10), on any plane (_winograd_window_pays, item 32).
+    ((32, 512, 7, 7), (512, 512, 3, 3), "float32", (1, 1), True),
+    ((4, 256, 56, 56), (256, 256, 3, 3), "float32", (1, 1), True),
+    ((9, 512, 7, 7), (512, 512, 3, 3), "float32", (1, 1), True),
+    ((64, 128, 14, 14), (128, 128, 3, 3), "float32", (1, 1), "with jaxlib 0.10"),
+    ((16, 64, 56, 56), (64, 64, 3, 3), "float32", (1, 1), False),
+    ((32, 512, 14, 14), (512, 512, 3, 3), "float32", (2, 2), False),
+    ((32, 512, 7, 7), (512, 512, 5, 5), "float32", (1, 1), False),
+    # bfloat16 where its products are slow, up to 1024 terms per product.
+    ((32, 512, 7, 7), (512, 512, 3, 3), "bfloat16", (1, 1), "with slow bfloat16 products"),
+    ((16, 256, 28, 28), (256, 256, 3, 3), "bfloat16", (1, 1), False),
+])
+def test_winograd_window_serves_filter_gradients_with_many_features(
+        monkeypatch: pytest.MonkeyPatch, newer: bool, slow: bool, lhs_shape: tuple[int, ...],
+        rhs_shape: tuple[int, ...], dtype: str, strides: tuple[int, ...], pays: bool | str
+) -> None:
+    chosen = _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=newer, slow_bfloat16=slow,
+                     window_strides=strides)
+    pays = {"with slow bfloat16 products": slow, "with jaxlib 0.10": not newer}.get(pays, pays)
+    if pays:
+        assert chosen[2] == "winograd_window" and "winograd_window" not in chosen[:2]
+    else:
+        assert "winograd_window" not in chosen
+
+
+def test_the_op_with_winograd_window_matches_native_autodiff(monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    shapes = (8, 256, 7, 7), (256, 256, 3, 3)
+    assert _chosen(monkeypatch, *shapes, "float32")[2] == "winograd_window"
+    monkeypatch.undo()
+    _assert_op_matches_native_autodiff(*shapes, "float32", (1, 1))
 
 
 def test_winograd_with_64_features_only_with_jaxlib_0_10(monkeypatch: pytest.MonkeyPatch
