@@ -6,8 +6,9 @@
 The op's CPU choice (``impl._formulations._matmul_formulation``) takes ``shift_matmul`` (forward
 and input gradient) and ``taps_matmul`` (filter gradient) where ``_shift_pays`` and ``_taps_pay``
 say they measured faster, ``channels_last_matmul`` instead of ``shift_matmul`` where
-``_channels_last_pays`` does, and ``winograd`` (forward and input gradient) where
-``_winograd_pays`` does. This script is the measurement behind those rules, to re-run when
+``_channels_last_pays`` does, ``winograd`` (forward and input gradient) where
+``_winograd_pays`` does, and ``winograd_window`` (filter gradient) where
+``_winograd_window_pays`` does. This script is the measurement behind those rules, to re-run when
 XLA changes: for dense shapes beyond the benchmark suite (3-512 features, 7x7 to 112x112 planes,
 3x3 and 5x5 windows) it times the benchmark's step (``convgrad.bench.grad_step``) with the rule's
 answer forced to False and to True, interleaved in one process, and repeats that in ``--runs``
