@@ -15,7 +15,8 @@ computed in float32, ``SLOW_BFLOAT16_PRODUCTS`` whether bfloat16 takes float32's
 ``_shift_pays`` with jaxlib 0.12.1 and later, and ``FLAT_PRODUCTS`` whether ``tap_products`` and
 ``position_products`` serve small planes with many features there, ``TAPS_CHUNKS`` whether
 ``taps_matmul`` takes steps too large for one product in chunks, ``WINOGRAD`` whether Winograd's
-F(2x2, 3x3) serves float32 3x3 convolutions with many features on small planes). This script lowers
+F(2x2, 3x3) serves float32 3x3 convolutions with many features on small planes, and
+``WINOGRAD_WINDOW`` whether F(3x3, 2x2) serves their filter gradients). This script lowers
 the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each of the two
 values, on the model suite and the small planes beyond it (``bench.small_planes`` and
 ``bench.many_features``), times the two programs interleaved in one process, and repeats that in

@@ -1117,13 +1117,26 @@ def _combination(parts: Sequence[jax.Array], coefficients: np.ndarray) -> jax.Ar
     return total
 
 
+def _two_sided(parts: Sequence[Sequence[jax.Array]], left: np.ndarray,
+               right: np.ndarray) -> list[list[jax.Array]]:
+    """[i][j] = Σ_a,b left[i, a]·right[j, b]·parts[a][b], one axis at a time (``left parts
+    rightᵀ`` for a grid of arrays): the Winograd transforms Bᵀ d B, G g Gᵀ and Aᵀ M A."""
+    half = [[_combination([row[b] for row in parts], left_row) for b in range(len(parts[0]))]
+            for left_row in left]
+    return [[_combination(row, right_row) for right_row in right] for row in half]
+
+
+def _unit_steps_dense(config: ConvConfig) -> bool:
+    """Unit strides and dilations and no groups: what both Winograd formulations need."""
+    return (max(config.window_strides) == 1 and max(config.lhs_dilation) == 1
+            and max(config.rhs_dilation) == 1
+            and max(config.feature_group_count, config.batch_group_count) == 1)
+
+
 def _winograd_fits(window: Sequence[int], out_spatial: Sequence[int], config: ConvConfig) -> bool:
     """Whether ``winograd`` computes this case: 2-D, a dense 3x3 window, unit strides and
     dilations, and outputs."""
-    return (tuple(window) == (3, 3) and max(config.window_strides) == 1
-            and max(config.lhs_dilation) == 1 and max(config.rhs_dilation) == 1
-            and max(config.feature_group_count, config.batch_group_count) == 1
-            and 0 not in out_spatial)
+    return tuple(window) == (3, 3) and _unit_steps_dense(config) and 0 not in out_spatial
 
 
 def winograd(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -1145,21 +1158,18 @@ def winograd(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     filters = jnp.transpose(rhs, (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])).astype(work)
     # Input transform Bᵀ d B, one axis at a time: d[a][b] is the input at (2·r + a, 2·s + b).
     blocks = [[images[:, a:a + 2 * rows:2, b:b + 2 * cols:2] for b in range(4)] for a in range(4)]
-    half = [[_combination([blocks[a][b] for a in range(4)], WINOGRAD_B_T[xi]) for b in range(4)]
-            for xi in range(4)]
+    data = _two_sided(blocks, WINOGRAD_B_T, WINOGRAD_B_T)
     # Filter transform G g Gᵀ: (C, O) per point.
-    taps = [[_combination([filters[a, b] for a in range(3)], WINOGRAD_G[xi]) for b in range(3)]
-            for xi in range(4)]
+    weights = _two_sided([[filters[a, b] for b in range(3)] for a in range(3)], WINOGRAD_G,
+                         WINOGRAD_G)
     products = [[lax.dot_general(
-        _combination(half[xi], WINOGRAD_B_T[nu]), _combination(taps[xi], WINOGRAD_G[nu]),
-        (((3,), (0,)), ((), ())), precision=config.precision,
+        data[xi][nu], weights[xi][nu], (((3,), (0,)), ((), ())), precision=config.precision,
         preferred_element_type=jnp.promote_types(dtype, work)) for nu in range(4)]
         for xi in range(4)]
     # Output transform Aᵀ M A, then the 2x2 blocks interleaved into the plane.
-    mid = [[_combination([products[xi][nu] for xi in range(4)], WINOGRAD_A_T[alpha])
-            for nu in range(4)] for alpha in range(2)]
-    out = jnp.stack([jnp.stack([_combination(mid[alpha], WINOGRAD_A_T[beta]) for beta in range(2)],
-                               axis=3) for alpha in range(2)], axis=2)   # (N, rows, 2, cols, 2, O)
+    corners = _two_sided(products, WINOGRAD_A_T, WINOGRAD_A_T)
+    out = jnp.stack([jnp.stack(row, axis=3) for row in corners],
+                    axis=2)  # (N, rows, 2, cols, 2, O)
     batch, outs = out.shape[0], out.shape[-1]
     out = out.reshape(batch, 2 * rows, 2 * cols, outs)[:, :out_spatial[0], :out_spatial[1]]
     out = out.astype(config.preferred_element_type or lhs.dtype)
@@ -1184,9 +1194,7 @@ def _winograd_window_fits(window: Sequence[int], out_spatial: Sequence[int],
     """Whether ``winograd_window`` computes this case: 2-D and dense, a 3x3 output, a window of
     at least 2x2, unit strides and dilations."""
     return (len(window) == 2 and tuple(out_spatial) == (3, 3) and min(window) >= 2
-            and max(config.window_strides) == 1
-            and max(config.lhs_dilation) == 1 and max(config.rhs_dilation) == 1
-            and max(config.feature_group_count, config.batch_group_count) == 1)
+            and _unit_steps_dense(config))
 
 
 def winograd_window(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -1235,21 +1243,17 @@ def winograd_window(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.A
         return array[(slice(None),) * first + (slice(rows, rows + 2 * tiles[0], 2),
                                                slice(cols, cols + 2 * tiles[1], 2))]
 
-    blocks = [[every_other(images, first_in, a, b) for b in range(4)] for a in range(4)]
-    half = [[_combination([blocks[a][b] for a in range(4)], WINOGRAD_3_B_T[xi])
-             for b in range(4)] for xi in range(4)]
-    taps = [[every_other(filters, first_taps, u, v) for v in range(2)] for u in range(2)]
-    half_taps = [[_combination([taps[u][v] for u in range(2)], WINOGRAD_3_G[xi])
-                  for v in range(2)] for xi in range(4)]
+    data = _two_sided([[every_other(images, first_in, a, b) for b in range(4)] for a in range(4)],
+                      WINOGRAD_3_B_T, WINOGRAD_3_B_T)
+    weights = _two_sided([[every_other(filters, first_taps, u, v) for v in range(2)]
+                          for u in range(2)], WINOGRAD_3_G, WINOGRAD_3_G)
     depth = tiles[0] * tiles[1] * features
 
     def point(xi: int, nu: int) -> jax.Array:
-        data = _combination(half[xi], WINOGRAD_3_B_T[nu])
-        weights = _combination(half_taps[xi], WINOGRAD_3_G[nu])
         if outputs_first:
-            pair = weights.reshape(outs, depth), data.reshape(depth, batch)
+            pair = weights[xi][nu].reshape(outs, depth), data[xi][nu].reshape(depth, batch)
         else:
-            pair = data.reshape(batch, depth), weights.reshape(depth, outs)
+            pair = data[xi][nu].reshape(batch, depth), weights[xi][nu].reshape(depth, outs)
         return lax.dot_general(*pair, (((1,), (0,)), ((), ())), precision=config.precision,
                                preferred_element_type=jnp.promote_types(dtype, work))
 
@@ -1267,10 +1271,8 @@ def winograd_window(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.A
         out = out.astype(out_type).reshape(*out.shape[:2], 3, 3)
         axes = (*lead, 2, 3)
     else:
-        mid = [[_combination([products[xi][nu] for xi in range(4)], WINOGRAD_3_A_T[alpha])
-                for nu in range(4)] for alpha in range(3)]
-        out = jnp.stack([jnp.stack([_combination(mid[alpha], WINOGRAD_3_A_T[beta])
-                                    for beta in range(3)]) for alpha in range(3)]).astype(out_type)
+        out = jnp.stack([jnp.stack(row) for row in _two_sided(
+            products, WINOGRAD_3_A_T, WINOGRAD_3_A_T)]).astype(out_type)
         axes = (lead[0] + 2, lead[1] + 2, 0, 1)
     return jnp.transpose(out, [axes[c] for c in np.argsort(out_spec)])
 
@@ -1461,8 +1463,7 @@ def _winograd_pays(dtype: np.dtype, batch: int, features: int, outs: int,
     tiles = math.prod(-(-m // 2) for m in out_spatial)
     least = MIN_WINOGRAD_FEATURES if _newer_kernels() else MIN_OLDER_WINOGRAD_FEATURES
     dtype = np.dtype(dtype)
-    return (bool(WINOGRAD) and not _host.without_avx512()
-            and (dtype == np.float32 or (dtype == jnp.bfloat16 and _slow_bfloat16_products()))
+    return (_winograd_serves(WINOGRAD, dtype)
             and math.prod(out_spatial) <= MAX_WINOGRAD_POSITIONS
             and min(features, outs) >= least and batch * tiles >= MIN_WINOGRAD_ROWS)
 
@@ -1491,11 +1492,16 @@ def _winograd_window_pays(dtype: np.dtype, batch: int, features: int, outs: int,
     dtype = np.dtype(dtype)
     terms = features * math.prod(-(-k // 2) for k in window)
     least = MIN_WINOGRAD_WINDOW_FEATURES if _newer_kernels() else MIN_OLDER_WINOGRAD_WINDOW_FEATURES
-    return (bool(WINOGRAD_WINDOW) and not _host.without_avx512()
-            and (dtype == np.float32 or (
-                dtype == jnp.bfloat16 and _slow_bfloat16_products()
-                and terms <= MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS))
+    return (_winograd_serves(WINOGRAD_WINDOW, dtype)
+            and (dtype != jnp.bfloat16 or terms <= MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS)
             and min(batch, outs) >= least)
+
+
+def _winograd_serves(switch: bool | int, dtype: np.dtype) -> bool:
+    """The part both Winograd rules share: switched on, an x86 CPU with AVX-512, and float32 or
+    bfloat16 where its products are slow (``_slow_bfloat16_products``; computed in float32)."""
+    return (bool(switch) and not _host.without_avx512()
+            and (dtype == np.float32 or (dtype == jnp.bfloat16 and _slow_bfloat16_products())))
 
 
 def _slow_small_plane_kernels() -> bool:
