@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--values", required=True,
                         help="two comma-separated integers (byte counts; 0 or 1 for the "
                              "switches): before,after")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    bench.dtypes_option(parser)
     args = bench.parse_ab_arguments(parser, SHAPES)
     try:
         values = [int(value) for value in args.values.split(",")]
@@ -101,11 +101,12 @@ def main() -> int:
         values = []
     if len(values) != 2 or min(values) < 0:
         parser.error(f"--values (={args.values!r}) must be two comma-separated integers")
-    dtypes = args.dtypes.split(",")
     return bench.run_ab(
-        args, __file__, lambda: one_run(args.constant, values, dtypes, args.repeats, args.only),
+        args, __file__, lambda: one_run(args.constant, values, args.dtypes, args.repeats,
+                                        args.only),
         lambda runs: markdown(args.constant, values, runs, bench.environment()),
-        forward=["--constant", args.constant, "--values", args.values, "--dtypes", args.dtypes])
+        forward=["--constant", args.constant, "--values", args.values, "--dtypes",
+                 ",".join(args.dtypes)])
 
 
 if __name__ == "__main__":

@@ -80,12 +80,12 @@ def main() -> int:
     parser = bench.ab_arguments(__doc__.splitlines()[0], repeats=7, runs=2,
                                 out=RESULTS / "host-rule-avx512-cpu.md")
     parser.add_argument("--rule", choices=sorted(RULES), default="avx512")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    bench.dtypes_option(parser)
     args = bench.parse_ab_arguments(parser, SHAPES)
-    dtypes = args.dtypes.split(",")
-    return bench.run_ab(args, __file__, lambda: one_run(args.rule, dtypes, args.repeats, args.only),
+    return bench.run_ab(args, __file__,
+                        lambda: one_run(args.rule, args.dtypes, args.repeats, args.only),
                         lambda runs: markdown(args.rule, runs, bench.environment()),
-                        forward=["--rule", args.rule, "--dtypes", args.dtypes])
+                        forward=["--rule", args.rule, "--dtypes", ",".join(args.dtypes)])
 
 
 if __name__ == "__main__":

@@ -47,11 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved repeats (default 3: native takes up to 30 s a step)")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
+    bench.dtypes_option(parser)
     parser.add_argument("--out", type=Path,
                         default=RESULTS / f"grouped-{jax.devices()[0].platform}")
     args = parser.parse_args()
-    report = bench.run_suite(shapes(), args.dtypes.split(","), args.repeats, with_torch=True,
+    report = bench.run_suite(shapes(), args.dtypes, args.repeats, with_torch=True,
                              progress=print)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(bench.markdown(report))

@@ -73,7 +73,7 @@ RULES = ("_shift_pays", "_taps_pay", "_channels_last_pays", "_winograd_pays",
 # forced off and on, the two whole sets side by side under the installed jaxlib.
 GENERATION = "_newer_kernels"
 FORCIBLE = (*RULES, GENERATION)
-DTYPES = ("float32", "bfloat16")
+DTYPES = bench.SUITE_DTYPES
 
 
 @contextmanager
@@ -167,17 +167,14 @@ def main() -> int:
     parser.add_argument("--rules", default=",".join(RULES),
                         help=f"comma-separated, of {', '.join(FORCIBLE)} (default: "
                         f"{', '.join(RULES)})")
-    parser.add_argument("--dtypes", default=",".join(DTYPES),
-                        help=f"comma-separated, of {', '.join(DTYPES)}")
+    bench.dtypes_option(parser)
     args = bench.parse_ab_arguments(parser, SHAPES)
-    rules, dtypes = args.rules.split(","), tuple(args.dtypes.split(","))
+    rules, dtypes = args.rules.split(","), tuple(args.dtypes)
     if not set(rules) <= set(FORCIBLE):
         parser.error(f"--rules: unknown {', '.join(sorted(set(rules) - set(FORCIBLE)))}")
-    if not set(dtypes) <= set(DTYPES):
-        parser.error(f"--dtypes: unknown {', '.join(sorted(set(dtypes) - set(DTYPES)))}")
     return bench.run_ab(args, __file__, lambda: one_run(args.repeats, rules, args.only, dtypes),
                         lambda runs: markdown(runs, bench.environment()),
-                        forward=["--rules", args.rules, "--dtypes", args.dtypes])
+                        forward=["--rules", args.rules, "--dtypes", ",".join(dtypes)])
 
 
 if __name__ == "__main__":

@@ -440,6 +440,26 @@ def json_from_fresh_process(argv: Sequence[str], what: str) -> Any:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+SUITE_DTYPES = ("float32", "bfloat16")
+
+
+def _dtype_list(text: str) -> list[str]:
+    """``--dtypes``' value: comma-separated, each of ``SUITE_DTYPES``."""
+    dtypes = text.split(",")
+    unknown = [dtype for dtype in dtypes if dtype not in SUITE_DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)} (of "
+                                         f"{', '.join(SUITE_DTYPES)})")
+    return dtypes
+
+
+def dtypes_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--dtypes`` option of the scripts under ``benchmarks/``: a checked list of
+    ``SUITE_DTYPES`` (default both); ``",".join(args.dtypes)`` forwards it to a fresh process."""
+    parser.add_argument("--dtypes", type=_dtype_list, default=list(SUITE_DTYPES),
+                        help=f"comma-separated, of {', '.join(SUITE_DTYPES)} (default both)")
+
+
 def ab_arguments(description: str, repeats: int, runs: int, out: Path) -> argparse.ArgumentParser:
     """The options of every A/B script under ``benchmarks/`` (``--repeats``, ``--runs``,
     ``--only``, ``--out``, and the hidden ``--one-run`` of ``run_ab``'s fresh processes)."""

@@ -1,6 +1,8 @@
 """benchmarks/ab_constants.py: its two sides are the two values, the constant is restored, and
 its table's ratios (``convgrad.bench.ab_cells``, shared by the A/B scripts)."""
 
+import argparse
+
 import jax
 import pytest
 
@@ -54,3 +56,14 @@ def test_ab_cells_give_median_times_each_run_s_ratio_and_their_median() -> None:
     cells, median = bench.ab_cells(rows, "off", "on")
     assert cells == "20.0 | 30.0 | 0.50, 2.00, 1.50 | 1.50"
     assert median == pytest.approx(1.5)
+
+
+def test_dtypes_option_gives_a_checked_list(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    bench.dtypes_option(parser)
+    assert parser.parse_args([]).dtypes == ["float32", "bfloat16"]
+    assert parser.parse_args(["--dtypes", "bfloat16"]).dtypes == ["bfloat16"]
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--dtypes", "float32,int8"])
+    assert exit_info.value.code == 2
+    assert "unknown int8 (of float32, bfloat16)" in capsys.readouterr().err
