@@ -44,9 +44,7 @@ def chunk_medians(steps: dict[str, bench.Step], seconds: float, chunk: int
         samples: dict[str, list[float]] = {name: [] for name in steps}
         for _ in range(chunk):
             for name, step in steps.items():
-                begin = time.perf_counter()
-                step()
-                samples[name].append(time.perf_counter() - begin)
+                samples[name].append(bench.call_seconds(step))
         for name, values in samples.items():
             series[name].append(statistics.median(values))
     return series

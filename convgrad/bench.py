@@ -9,6 +9,7 @@ scripts in ``benchmarks/``.
 """
 
 import argparse
+import atexit
 import dataclasses
 import importlib.metadata
 import importlib.util
@@ -20,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,10 +33,15 @@ import numpy as np
 from jax import lax
 
 import impl
+from convgrad import torch_worker
 from convgrad.io import write_atomic
 from impl import _formulations, _host
 
 Step = Callable[[], Any]
+
+# Names a Python interpreter with PyTorch to run PyTorch's steps in (``TorchWorker``), where the
+# benchmark's own Python has none; ``convgrad bench --torch-python`` sets it.
+TORCH_PYTHON_VARIABLE = "CONVGRAD_TORCH_PYTHON"
 
 # Issue 6's target against PyTorch CPU: ours/torch at most this on every kind of shape.
 TORCH_TARGET = 1.5
@@ -157,23 +164,107 @@ def _compiled(conv: Callable[..., jax.Array], shape: Shape, args: Sequence[jax.A
     return (lambda: jax.block_until_ready(compiled(*args))), seconds, temp, program_text(compiled)
 
 
-def _torch() -> Any:
-    """The ``torch`` module, or ``None`` without it (an optional extra)."""
-    if importlib.util.find_spec("torch") is None:
-        return None
-    # PyTorch's OpenMP threads spin while idle by default; beside XLA's thread pool on a few
-    # shared cores that slowed PyTorch up to 3x in our interleaved runs, so let them sleep (this
-    # favours PyTorch). It only takes effect if torch was not imported yet.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
+@dataclasses.dataclass(frozen=True)
+class Timed:
+    """What a step returns that timed itself (a step run in another process): its seconds."""
 
-    return torch
+    seconds: float
+
+
+def call_seconds(step: Step) -> float:
+    """Seconds one call of ``step`` took: its own count where it gives one (``Timed``)."""
+    start = time.perf_counter()
+    result = step()
+    elapsed = time.perf_counter() - start
+    return result.seconds if isinstance(result, Timed) else elapsed
+
+
+class TorchWorker:
+    """PyTorch's steps in another Python (``convgrad/torch_worker.py`` run there as a script).
+
+    Each step it returns sends one ``run`` request and returns the time the worker measured
+    (``Timed``), so the pipe's round trip is not counted. Raises ``ValueError`` if ``python``
+    cannot be started or has no PyTorch.
+    """
+
+    def __init__(self, python: str) -> None:
+        try:
+            self._process = subprocess.Popen(
+                [python, torch_worker.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                text=True)
+        except OSError as error:
+            raise ValueError(f"{TORCH_PYTHON_VARIABLE} (={python!r}) cannot be started: "
+                             f"{error.strerror or error}") from error
+        try:
+            self.versions = self._request({"op": "versions"})
+        except RuntimeError as error:
+            self.close()
+            raise ValueError(f"{TORCH_PYTHON_VARIABLE} (={python!r}): {error}") from error
+
+    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker has exited: its last words, if any, are read below
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the PyTorch worker exited (code {self._process.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(answer["error"])
+        return answer
+
+    def step(self, op: str, **fields: Any) -> Step:
+        """A step that runs the worker's ``op`` step (``conv_step``, ``loss_step`` or
+        ``matmul_step`` there) once and returns its ``Timed`` seconds."""
+        request = {"op": "run", "id": self._request({"op": op, **fields})["id"]}
+        return lambda: Timed(self._request(request)["seconds"])
+
+    def close(self) -> None:
+        """End the worker (closing its stdin ends its loop)."""
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None:
+                stream.close()
+        self._process.wait()
+
+
+_WORKERS: dict[str, TorchWorker] = {}
+
+
+def _worker_for(python: str) -> TorchWorker:
+    if python not in _WORKERS:
+        _WORKERS[python] = TorchWorker(python)
+        atexit.register(_WORKERS[python].close)
+    return _WORKERS[python]
+
+
+def _torch_worker() -> TorchWorker | None:
+    """This process's PyTorch worker where ``TORCH_PYTHON_VARIABLE`` names an interpreter."""
+    python = os.environ.get(TORCH_PYTHON_VARIABLE)
+    return _worker_for(python) if python else None
+
+
+def use_torch_python(python: str) -> None:
+    """Run PyTorch's steps in the interpreter ``python`` from now on, in this process and in the
+    fresh ones it starts (``TORCH_PYTHON_VARIABLE``). Its worker starts here: ``ValueError`` if
+    it cannot, or if that Python has no PyTorch."""
+    _worker_for(python)
+    os.environ[TORCH_PYTHON_VARIABLE] = python
+
+
+def _torch() -> Any:
+    """The ``torch`` module in this process, or ``None`` without it (an optional extra) or where
+    PyTorch runs in another Python (``TORCH_PYTHON_VARIABLE``)."""
+    if os.environ.get(TORCH_PYTHON_VARIABLE) or importlib.util.find_spec("torch") is None:
+        return None
+    return torch_worker.load_torch()
 
 
 def torch_conv(torch: Any, shape: Shape) -> Callable[..., Any]:
     """PyTorch's functional convolution of ``shape``'s rank (``conv1d``, ``conv2d``, ``conv3d``)."""
-    return {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-            3: torch.nn.functional.conv3d}[len(shape.lhs_shape) - 2]
+    return torch_worker.conv_function(torch, len(shape.lhs_shape) - 2)
 
 
 def to_torch(torch: Any, array: jax.Array) -> Any:
@@ -183,22 +274,14 @@ def to_torch(torch: Any, array: jax.Array) -> Any:
 
 
 def torch_step(shape: Shape, dtype: str) -> Step | None:
-    """PyTorch CPU autograd of the same loss, or ``None`` without torch (an optional extra)."""
+    """PyTorch CPU autograd of the same loss (``torch_worker.conv_step``; in another Python where
+    ``TORCH_PYTHON_VARIABLE`` names one), or ``None`` without torch (an optional extra)."""
+    worker = _torch_worker()
+    if worker is not None:
+        return worker.step("step", shape=dataclasses.asdict(shape), dtype=dtype)
     torch = _torch()
-    if torch is None:
-        return None
-    conv = torch_conv(torch, shape)
-    torch_dtype = getattr(torch, dtype)
-    generator = torch.Generator().manual_seed(0)
-    lhs = torch.randn(shape.lhs_shape, generator=generator).to(torch_dtype).requires_grad_()
-    rhs = torch.randn(shape.rhs_shape, generator=generator).to(torch_dtype).requires_grad_()
-
-    def step() -> Any:
-        out = conv(lhs, rhs, stride=shape.stride, padding=shape.pad, dilation=shape.dilation,
-                   groups=shape.groups)
-        return torch.autograd.grad(torch.sin(out).float().sum(), (lhs, rhs))
-
-    return step
+    return None if torch is None else torch_worker.conv_step(torch, dataclasses.asdict(shape),
+                                                             dtype)
 
 
 def loss_steps(out: jax.Array, with_torch: bool) -> dict[str, Step]:
@@ -210,10 +293,16 @@ def loss_steps(out: jax.Array, with_torch: bool) -> dict[str, Step]:
     """
     cosine = jax.jit(jnp.cos)
     steps: dict[str, Step] = {"xla": lambda: jax.block_until_ready(cosine(out))}
+    worker = _torch_worker() if with_torch else None
     torch = _torch() if with_torch else None
-    if torch is not None:
-        tensor = to_torch(torch, out)
-        steps["torch"] = lambda: (torch.sin(tensor), torch.cos(tensor))
+    if worker is not None:
+        with tempfile.TemporaryDirectory() as folder:  # read by the worker before it answers
+            path = Path(folder) / "out.npy"
+            np.save(path, np.asarray(out.astype(jnp.float32)))
+            steps["torch"] = worker.step("loss", path=str(path), dtype=str(out.dtype))
+    elif torch is not None:
+        steps["torch"] = torch_worker.loss_step(torch, np.asarray(out.astype(jnp.float32)),
+                                                str(out.dtype))
     return steps
 
 
@@ -225,9 +314,7 @@ def interleaved_medians(steps: dict[str, Step], repeats: int) -> dict[str, float
     samples: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(repeats):
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-            start = time.perf_counter()
-            steps[name]()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(call_seconds(steps[name]))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -265,12 +352,14 @@ def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
         work[f"xla_matmul_{dtype}_gflops"] = 2 * size**3 / 1e9
     steps["xla_elementwise_gbps"] = lambda: jax.block_until_ready(add_one(elements))
     work["xla_elementwise_gbps"] = 2 * SPEED_ELEMENTS * 4 / 1e9
+    worker = _torch_worker() if with_torch else None
     torch = _torch() if with_torch else None
-    if torch is not None:
+    if worker is not None or torch is not None:
         for dtype in ("float32", "bfloat16"):
             n = SPEED_TORCH_BFLOAT16_SIZE if dtype == "bfloat16" else size
-            tensor = torch.ones((n, n), dtype=getattr(torch, dtype))
-            steps[f"torch_matmul_{dtype}_gflops"] = lambda tensor=tensor: tensor @ tensor
+            steps[f"torch_matmul_{dtype}_gflops"] = (
+                worker.step("matmul", size=n, dtype=dtype) if worker is not None
+                else torch_worker.matmul_step(torch, n, dtype))
             work[f"torch_matmul_{dtype}_gflops"] = 2 * n**3 / 1e9
     return {name: work[name] / seconds
             for name, seconds in interleaved_medians(steps, repeats).items()}
@@ -387,7 +476,11 @@ def environment() -> dict[str, Any]:
     device = jax.devices()[0]
     versions = {"python": platform.python_version(), "jax": jax.__version__,
                 "jaxlib": importlib.metadata.version("jaxlib"), "numpy": np.__version__}
-    if importlib.util.find_spec("torch") is not None:
+    worker = _torch_worker()
+    if worker is not None:  # PyTorch in another Python: its versions
+        versions["torch"] = worker.versions["torch"]
+        versions["python (torch)"] = worker.versions["python"]
+    elif importlib.util.find_spec("torch") is not None:
         versions["torch"] = importlib.metadata.version("torch")
     processor = platform.processor() or platform.machine()
     model, features = _host.host_cpu()
@@ -397,7 +490,8 @@ def environment() -> dict[str, Any]:
             "bfloat16_in_float32": _host.bfloat16_in_float32(),
             "float32_rules_without_avx512": _formulations._avx2_float32(np.dtype(np.float32)),
             "cpu_count": _cpu_count(), "versions": versions,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+            "omp_wait_policy": (os.environ.get("OMP_WAIT_POLICY") if worker is None
+                                else worker.versions["omp_wait_policy"])}
 
 
 def describe_machine(env: dict[str, Any]) -> str:

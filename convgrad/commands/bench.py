@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated substrings: keep shapes whose name contains one")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--torch-python", metavar="PYTHON",
+                        help="run PyTorch's steps in this Python interpreter (one with torch "
+                        "installed), interleaved with this one's, for a Python with no PyTorch "
+                        "build (sets CONVGRAD_TORCH_PYTHON)")
     parser.add_argument("--processes", type=int, default=1,
                         help="run the suite in this many fresh processes and report the median "
                         "of their times and ratios (default 1: this process)")
@@ -79,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and not out.is_dir():
         raise ValueError(f"--out (={args.out!r}) must be an existing folder")
     processes = _positive("--processes", args.processes)
+    if args.torch_python:
+        if args.no_torch:
+            raise ValueError("--torch-python and --no-torch contradict each other")
+        python = shutil.which(args.torch_python)
+        if python is None:
+            raise ValueError(f"--torch-python (={args.torch_python!r}) is not an executable")
+        bench.use_torch_python(str(Path(python).absolute()))
     if processes == 1:
         report = bench.run_suite(shapes, dtypes, repeats, with_torch=not args.no_torch,
                                  progress=lambda line: print(line, file=sys.stderr, flush=True))
