@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,9 @@ class TorchWorker:
     """PyTorch's steps in another Python (``convgrad/torch_worker.py`` run there as a script).
 
     Each step it returns sends one ``run`` request and returns the time the worker measured
-    (``Timed``), so the pipe's round trip is not counted. Raises ``ValueError`` if ``python``
-    cannot be started or has no PyTorch.
+    (``Timed``), so the pipe's round trip is not counted. Once such a step is garbage, the
+    worker drops its tensors too (told with the next request), as an in-process step's are freed.
+    Raises ``ValueError`` if ``python`` cannot be started or has no PyTorch.
     """
 
     def __init__(self, python: str) -> None:
@@ -192,6 +194,7 @@ class TorchWorker:
             self._process = subprocess.Popen(
                 [python, torch_worker.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 text=True)
+            self._dropped: list[int] = []  # steps that are garbage here, to drop there
         except OSError as error:
             raise ValueError(f"{TORCH_PYTHON_VARIABLE} (={python!r}) cannot be started: "
                              f"{error.strerror or error}") from error
@@ -203,8 +206,11 @@ class TorchWorker:
 
     def _request(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self._process.stdin is not None and self._process.stdout is not None
+        dropped = self._dropped[:]
+        del self._dropped[:len(dropped)]  # in place: the finalizers append to this list
+        lines = [{"op": "drop", "ids": dropped}] * bool(dropped) + [request]  # drop: no answer
         try:
-            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.write("".join(json.dumps(line) + "\n" for line in lines))
             self._process.stdin.flush()
         except BrokenPipeError:
             pass  # the worker has exited: its last words, if any, are read below
@@ -219,8 +225,14 @@ class TorchWorker:
     def step(self, op: str, **fields: Any) -> Step:
         """A step that runs the worker's ``op`` step (``conv_step``, ``loss_step`` or
         ``matmul_step`` there) once and returns its ``Timed`` seconds."""
-        request = {"op": "run", "id": self._request({"op": op, **fields})["id"]}
-        return lambda: Timed(self._request(request)["seconds"])
+        index = self._request({"op": op, **fields})["id"]
+        request = {"op": "run", "id": index}
+
+        def run() -> Timed:
+            return Timed(self._request(request)["seconds"])
+
+        weakref.finalize(run, self._dropped.append, index)
+        return run
 
     def close(self) -> None:
         """End the worker (closing its stdin ends its loop)."""

@@ -12,6 +12,7 @@ one JSON line on stdout.
     {"op": "loss", "path": "out.npy", "dtype": ...}   -> {"id": 1}    (``loss_step``)
     {"op": "matmul", "size": 2048, "dtype": ...}      -> {"id": 2}    (``matmul_step``)
     {"op": "run", "id": 0}                            -> {"seconds": 0.0123}
+    {"op": "drop", "ids": [0, 1]}                     -> no answer: those steps are freed
     any request that fails                            -> {"error": "ValueError: ..."}
 
 ``run`` calls the step once and times it here, so the pipe's round trip is not part of PyTorch's
@@ -84,14 +85,21 @@ def matmul_step(torch: Any, size: int, dtype: str) -> Callable[[], Any]:
     return lambda: square @ square
 
 
-def _answer(request: dict[str, Any], torch: Any, steps: list[Callable[[], Any]]
-            ) -> dict[str, Any]:
+def _answer(request: dict[str, Any], torch: Any, steps: list[Callable[[], Any] | None]
+            ) -> dict[str, Any] | None:
     op = request.get("op")
     if op == "versions":
         return {"python": platform.python_version(), "torch": torch.__version__,
-                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "live_steps": sum(step is not None for step in steps)}
+    if op == "drop":
+        for index in request["ids"]:
+            steps[index] = None
+        return None
     if op == "run":
         step = steps[request["id"]]
+        if step is None:
+            raise ValueError(f"step {request['id']} was dropped")
         start = time.perf_counter()
         step()
         return {"seconds": time.perf_counter() - start}
@@ -107,15 +115,17 @@ def _answer(request: dict[str, Any], torch: Any, steps: list[Callable[[], Any]]
 
 
 def serve(lines: Any, write: Callable[[str], Any]) -> None:
-    """Answer each JSON request of ``lines`` with one JSON line through ``write``."""
+    """Answer each JSON request of ``lines`` (but ``drop``) with one JSON line through
+    ``write``."""
     torch = load_torch()
-    steps: list[Callable[[], Any]] = []
+    steps: list[Callable[[], Any] | None] = []
     for line in lines:
         try:
             answer = _answer(json.loads(line), torch, steps)
         except Exception as error:  # any failure is reported to the benchmark's process
             answer = {"error": f"{type(error).__name__}: {error}"}
-        write(json.dumps(answer) + "\n")
+        if answer is not None:
+            write(json.dumps(answer) + "\n")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ PyTorch; the end-to-end test needs PyTorch in this Python and skips without it.
 """
 
 import dataclasses
+import gc
 import os
 import stat
 import sys
@@ -50,7 +51,7 @@ def test_worker_answers_versions_and_reports_failures_as_errors(tmp_path: Path) 
             worker.step("matmul", size=4, dtype="float32")
         with pytest.raises(RuntimeError, match="unknown request op"):
             worker.step("nonsense")
-        assert worker.versions == worker._request({"op": "versions"})  # still serving
+        assert worker._request({"op": "versions"})["torch"] == "0.0-stand-in"  # still serving
     finally:
         worker.close()
 
@@ -67,6 +68,13 @@ def test_worker_runs_steps_and_times_them_itself(tmp_path: Path) -> None:
         timed = step()
         assert isinstance(timed, bench.Timed) and 0.02 <= timed.seconds < 1.0
         assert 0.02 <= bench.call_seconds(step) < 1.0
+        # Once the step is garbage here, the worker drops it with the next request.
+        other = worker.step("matmul", size=2, dtype="float32")
+        assert worker._request({"op": "versions"})["live_steps"] == 2
+        del step
+        gc.collect()
+        assert worker._request({"op": "versions"})["live_steps"] == 1
+        assert 0.02 <= bench.call_seconds(other) < 1.0
     finally:
         worker.close()
 
