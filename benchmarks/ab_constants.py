@@ -16,12 +16,14 @@ computed in float32, ``SLOW_BFLOAT16_PRODUCTS`` whether bfloat16 takes float32's
 ``position_products`` serve small planes with many features there, ``TAPS_CHUNKS`` whether
 ``taps_matmul`` takes steps too large for one product in chunks, ``WINOGRAD`` whether Winograd's
 F(2x2, 3x3) serves float32 3x3 convolutions with many features on small planes, and
-``WINOGRAD_WINDOW`` whether F(3x3, 2x2) serves their filter gradients). This script lowers
+``WINOGRAD_WINDOW`` whether F(3x3, 2x2) serves their filter gradients;
+``MIN_NEWER_FLOAT32_TAPS_FEATURES`` is a feature count and ``NEWER_FLOAT32_1D_SHIFT`` a switch of
+the rules for jaxlib 0.11 and later). This script lowers
 the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each of the two
-values, on the model suite and the small planes beyond it (``bench.small_planes`` and
-``bench.many_features``), times the two programs interleaved in one process, and repeats that in
-``--runs`` fresh processes. A ratio below 1 means the second value made the step faster; rows whose
-two programs are the same are listed without times.
+values, on the model suite and the shapes beyond it (``bench.small_planes``,
+``bench.many_features`` and ``bench.one_dimensional``), times the two programs interleaved in
+one process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means the second
+value made the step faster; rows whose two programs are the same are listed without times.
 """
 
 import sys
@@ -39,8 +41,10 @@ CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_
              "FLAT_LAYOUT", "OUTPUT_OVER_INPUT", "TRANSPOSE_AS_MATRIX", "SCAN_UNBLOCKED",
              "SHARED_PADDING", "FILTER_GRADIENT_FIRST", "MASKED_FLAT", "TAPS_WIDEN_PER_STEP",
              "SHIFT_WIDEN_PER_STEP", "CHANNELS_LAST_WIDEN_PER_STEP", "SLOW_BFLOAT16_PRODUCTS",
-             "FLAT_PRODUCTS", "TAPS_CHUNKS", "WINOGRAD", "WINOGRAD_WINDOW")
-SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.many_features()]
+             "FLAT_PRODUCTS", "TAPS_CHUNKS", "WINOGRAD", "WINOGRAD_WINDOW",
+             "MIN_NEWER_FLOAT32_TAPS_FEATURES", "NEWER_FLOAT32_1D_SHIFT")
+SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.many_features(),
+          *bench.one_dimensional()]
 
 
 def lowered_steps(constant: str, values: list[int], shape: bench.Shape,

@@ -119,6 +119,21 @@ def many_features() -> list[Shape]:
     ]
 
 
+def one_dimensional() -> list[Shape]:
+    """Strided 1-D shapes beyond the suite's audio (speech and audio front ends), for the A/B
+    scripts: where the CPU rules for 1-D input gradients (lhs dilation 2) and filter gradients
+    choose."""
+    return [
+        Shape("1-D k5 s2 128 features", "1-D", (8, 128, 4000), (128, 128, 5), stride=2, pad=2),
+        Shape("1-D k3 s2 64 features", "1-D", (8, 64, 8000), (64, 64, 3), stride=2, pad=1),
+        Shape("1-D k9 s2 32 to 64 features", "1-D", (16, 32, 16000), (64, 32, 9), stride=2,
+              pad=4),
+        Shape("1-D k5 s2 256 features", "1-D", (16, 256, 1000), (256, 256, 5), stride=2, pad=2),
+        Shape("1-D k3 s2 16 to 32 features", "1-D", (4, 16, 32000), (32, 16, 3), stride=2,
+              pad=1),
+    ]
+
+
 def quick_suite() -> list[Shape]:
     """Tiny shapes for smoke tests: structure, not speed."""
     return [

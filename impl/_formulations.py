@@ -147,6 +147,13 @@ MIN_1D_MATMUL_FEATURES = 128
 NEWER_KERNELS_JAXLIB = (0, 11)
 MIN_NEWER_MATMUL_FEATURES = 48
 MIN_NEWER_TAPS_FEATURES = 24
+# ... and in float32 this many (item 33 of benchmarks/README.md: 32 features lost on the Xeon with
+# AMX, 64 won).
+MIN_NEWER_FLOAT32_TAPS_FEATURES = 48
+# Whether float32 1-D input gradients of stride-2 convolutions (lhs dilation 2) take
+# ``shift_matmul`` with those kernels too (0 or 1, for ``benchmarks/ab_constants.py``; item 33:
+# they lost on 5 of 6 shapes, so off).
+NEWER_FLOAT32_1D_SHIFT = False
 # From this jaxlib on, XLA:CPU's bfloat16 products (float32 sums) ran no faster than its float32
 # ones on an Intel Xeon with AMX, where jaxlib 0.10.2's ran 5.6x faster on the same machine
 # (item 29 of benchmarks/README.md), and bfloat16 ``shift_matmul`` lost to the native kernel at
@@ -1613,13 +1620,18 @@ def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype) -> bool:
     few features with 0.12.0.1 (fourteenth session, 4 processes,
     ``benchmarks/results/jax-versions-cpu-xeon/few-features-jax0.12.0.1.md``): 24 features on
     56x56 0.82 in bfloat16 and 0.98 in float32, 32 features 0.86 and 1.00-1.02, 16 features
-    1.01-1.14 and 1.15-1.30; hence from 24.
+    1.01-1.14 and 1.15-1.30; hence from 24. On the Xeon with AMX with jaxlib 0.12.1 (item 33,
+    ``sweep_formulations.py --rules _taps_pay``, 3 processes) float32 with 32 features lost (the
+    large batch 1.05, 32 features on 28x28 1.19, on 56x56 1.14) where 64 won (0.89 on 16x16, 0.95
+    on 28x28) and 24 on 56x56 gained 0.95: float32 from ``MIN_NEWER_FLOAT32_TAPS_FEATURES``.
     """
     if window < 14 * 14:
         return False
     if not _newer_kernels():
         return True
-    return features >= MIN_NEWER_TAPS_FEATURES and (
+    least = (MIN_NEWER_FLOAT32_TAPS_FEATURES if np.dtype(dtype) == np.float32
+             else MIN_NEWER_TAPS_FEATURES)
+    return features >= least and (
         taps < MIN_CHANNELS_LAST_TAPS or (dtype == jnp.bfloat16 and features >= 64))
 
 
@@ -1713,7 +1725,9 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     windows: items 13 and 14 of benchmarks/README.md; small float32 planes where
     ``_avx2_float32``, 3x3 windows as measured). In 1-D (item 12
     there, 10 shapes): ``shift_matmul`` for lhs dilation 2 with unit strides (the input gradient
-    of a stride-2 convolution), in float32 and, from 128 contracted features, in bfloat16;
+    of a stride-2 convolution), in float32 (with jaxlib 0.10's kernels: with 0.12.1 they lost on
+    5 of 6 shapes, item 33, ``NEWER_FLOAT32_1D_SHIFT``) and, from 128 contracted features, in
+    bfloat16;
     ``columns_matmul`` in bfloat16 from 128 output features. Elsewhere in 1-D the native kernel
     measured as fast or faster (dilation 4, few features, windows of 9-25 taps). With jaxlib
     0.12.1, small planes with many features (``_flat_products_pay``, item 30): ``tap_products``
@@ -1768,8 +1782,8 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
             return channels_last_matmul
         return shift_matmul
     if len(window) == 1 and max(config.lhs_dilation) == 2 and not strided and (
-            dtype == np.float32 or features >= MIN_1D_MATMUL_FEATURES) and (
-            shift_block <= MAX_MATMUL_BLOCK_BYTES):
+            (NEWER_FLOAT32_1D_SHIFT or not _newer_kernels()) if dtype == np.float32
+            else features >= MIN_1D_MATMUL_FEATURES) and shift_block <= MAX_MATMUL_BLOCK_BYTES:
         return shift_matmul
     if (len(window) == 1 and not dilated and dtype == jnp.bfloat16
             and outs >= MIN_1D_MATMUL_FEATURES and columns_block <= MAX_MATMUL_BLOCK_BYTES):

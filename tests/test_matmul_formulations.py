@@ -919,10 +919,18 @@ def test_where_the_matrix_product_formulations_are_not_used(
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
     ((64, 32, 28, 28), (32, 32, 3, 3), "bfloat16", (1, 1), ["native", "native", "taps_matmul"]),
     ((16, 16, 64, 64), (16, 16, 3, 3), "bfloat16", (1, 1), ["native", "native", "native"]),
-    # The filter gradient's products from 24 features, in both dtypes (3x3 windows).
-    *[((16, 24, 56, 56), (24, 24, 3, 3), dtype, (1, 1), ["native", "native", "taps_matmul"])
-      for dtype in ("float32", "bfloat16")],
+    # The filter gradient's products from 24 features in bfloat16 and 48 in float32 (3x3
+    # windows; item 33: 32 float32 features lost on the Xeon with AMX).
+    ((16, 24, 56, 56), (24, 24, 3, 3), "bfloat16", (1, 1), ["native", "native", "taps_matmul"]),
+    ((16, 24, 56, 56), (24, 24, 3, 3), "float32", (1, 1), ["native", "native", "native"]),
+    ((256, 32, 16, 16), (32, 32, 3, 3), "float32", (1, 1), ["native", "native", "native"]),
+    ((16, 48, 28, 28), (48, 48, 3, 3), "float32", (1, 1), ["native", "native", "taps_matmul"]),
     ((64, 16, 32, 32), (16, 16, 3, 3), "float32", (1, 1), ["native", "native", "native"]),
+    # 1-D, stride 2: the input gradient's products in bfloat16 from 128 contracted features, not
+    # in float32 (item 33); the filter gradient's products from 48 features.
+    ((8, 64, 4000), (128, 64, 5), "float32", (2,), ["native", "polyphase", "taps_matmul"]),
+    ((8, 64, 4000), (128, 64, 5), "bfloat16", (2,),
+     ["columns_matmul", "shift_matmul", "taps_matmul"]),
     # The filter gradient over 5x5 windows: bfloat16 from 64 features.
     ((12, 64, 28, 28), (64, 64, 5, 5), "bfloat16", (1, 1),
      ["channels_last_matmul", "channels_last_matmul", "taps_matmul"]),
@@ -934,6 +942,17 @@ def test_with_jaxlib_0_11_the_refitted_rules_answer(
     # Its convolution kernels got faster, its matrix kernel did not (_newer_kernels).
     assert _chosen(monkeypatch, lhs_shape, rhs_shape, dtype, newer=True,
                    window_strides=strides) == expected
+
+
+def test_the_refitted_float32_rules_have_their_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``NEWER_FLOAT32_1D_SHIFT`` and ``MIN_NEWER_FLOAT32_TAPS_FEATURES`` give back the rules for
+    jaxlib 0.11 and later as they were before item 33 (for ``benchmarks/ab_constants.py``)."""
+    monkeypatch.setattr(formulations, "NEWER_FLOAT32_1D_SHIFT", True)
+    monkeypatch.setattr(formulations, "MIN_NEWER_FLOAT32_TAPS_FEATURES", 24)
+    assert _chosen(monkeypatch, (8, 64, 4000), (128, 64, 5), "float32", newer=True,
+                   window_strides=(2,)) == ["native", "shift_matmul", "taps_matmul"]
+    assert _chosen(monkeypatch, (256, 32, 16, 16), (32, 32, 3, 3), "float32",
+                   newer=True) == ["native", "native", "taps_matmul"]
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, strides, expected", [
