@@ -190,7 +190,7 @@ def _loop_operands(lhs: jax.Array, rhs: jax.Array) -> list[tuple[str, int]]:
 # input gradient are ``channels_last_matmul``'s loop over blocks of images (with the rules of an
 # AVX2 host and jaxlib 0.10, pinned below).
 WIDENED_LOOPS = ("TAPS_WIDEN_PER_STEP", "SHIFT_WIDEN_PER_STEP")
-WIDENING_CASES = [((4, 64, 14, 14), (32, 64, 1, 1), WIDENED_LOOPS),
+WIDENING_CASES = [((4, 64, 14, 14), (64, 64, 1, 1), WIDENED_LOOPS),
                   ((2, 64, 28, 28), (64, 64, 3, 3), WIDENED_LOOPS),
                   ((8, 64, 16, 16), (64, 64, 3, 3), ("CHANNELS_LAST_WIDEN_PER_STEP",))]
 
