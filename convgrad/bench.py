@@ -503,7 +503,8 @@ def environment() -> dict[str, Any]:
     device = jax.devices()[0]
     versions = {"python": platform.python_version(), "jax": jax.__version__,
                 "jaxlib": importlib.metadata.version("jaxlib"), "numpy": np.__version__}
-    worker = _torch_worker()
+    python = os.environ.get(TORCH_PYTHON_VARIABLE)
+    worker = _WORKERS.get(python) if python else None  # not started for this alone (--no-torch)
     if worker is not None:  # PyTorch in another Python: its versions
         versions["torch"] = worker.versions["torch"]
         versions["python (torch)"] = worker.versions["python"]
