@@ -238,8 +238,14 @@ class TorchWorker:
         return answer
 
     def step(self, op: str, **fields: Any) -> Step:
-        """A step that runs the worker's ``op`` step (``conv_step``, ``loss_step`` or
-        ``matmul_step`` there) once and returns its ``Timed`` seconds."""
+        """A step that runs the worker's ``op`` step (``torch_worker.STEPS``, built from
+        ``fields``; an array in ``values`` travels as a temporary ``.npy`` file) once and returns
+        its ``Timed`` seconds."""
+        if "values" in fields:
+            with tempfile.TemporaryDirectory() as folder:  # read by the worker before it answers
+                path = Path(folder) / "values.npy"
+                np.save(path, fields.pop("values"))
+                return self.step(op, path=str(path), **fields)
         index = self._request({"op": op, **fields})["id"]
         request = {"op": "run", "id": index}
 
@@ -281,6 +287,16 @@ def use_torch_python(python: str) -> None:
     os.environ[TORCH_PYTHON_VARIABLE] = python
 
 
+def _torch_step(op: str, **fields: Any) -> Step | None:
+    """PyTorch's ``op`` step (``torch_worker.STEPS``), in this process or in the worker of
+    ``TORCH_PYTHON_VARIABLE``; ``None`` without PyTorch (an optional extra)."""
+    worker = _torch_worker()
+    if worker is not None:
+        return worker.step(op, **fields)
+    torch = _torch()
+    return None if torch is None else torch_worker.STEPS[op](torch, **fields)
+
+
 def _torch() -> Any:
     """The ``torch`` module in this process, or ``None`` without it (an optional extra) or where
     PyTorch runs in another Python (``TORCH_PYTHON_VARIABLE``)."""
@@ -296,19 +312,13 @@ def torch_conv(torch: Any, shape: Shape) -> Callable[..., Any]:
 
 def to_torch(torch: Any, array: jax.Array) -> Any:
     """``array`` as a PyTorch CPU tensor of the same dtype (bfloat16 through float32, exactly)."""
-    return torch.from_numpy(np.array(array.astype(jnp.float32))).to(getattr(torch,
-                                                                             str(array.dtype)))
+    return torch_worker.as_tensor(torch, array.astype(jnp.float32), str(array.dtype))
 
 
 def torch_step(shape: Shape, dtype: str) -> Step | None:
     """PyTorch CPU autograd of the same loss (``torch_worker.conv_step``; in another Python where
     ``TORCH_PYTHON_VARIABLE`` names one), or ``None`` without torch (an optional extra)."""
-    worker = _torch_worker()
-    if worker is not None:
-        return worker.step("step", shape=dataclasses.asdict(shape), dtype=dtype)
-    torch = _torch()
-    return None if torch is None else torch_worker.conv_step(torch, dataclasses.asdict(shape),
-                                                             dtype)
+    return _torch_step("step", shape=dataclasses.asdict(shape), dtype=dtype)
 
 
 def loss_steps(out: jax.Array, with_torch: bool) -> dict[str, Step]:
@@ -320,16 +330,10 @@ def loss_steps(out: jax.Array, with_torch: bool) -> dict[str, Step]:
     """
     cosine = jax.jit(jnp.cos)
     steps: dict[str, Step] = {"xla": lambda: jax.block_until_ready(cosine(out))}
-    worker = _torch_worker() if with_torch else None
-    torch = _torch() if with_torch else None
-    if worker is not None:
-        with tempfile.TemporaryDirectory() as folder:  # read by the worker before it answers
-            path = Path(folder) / "out.npy"
-            np.save(path, np.asarray(out.astype(jnp.float32)))
-            steps["torch"] = worker.step("loss", path=str(path), dtype=str(out.dtype))
-    elif torch is not None:
-        steps["torch"] = torch_worker.loss_step(torch, np.asarray(out.astype(jnp.float32)),
-                                                str(out.dtype))
+    torch = (_torch_step("loss", values=np.asarray(out.astype(jnp.float32)),
+                         dtype=str(out.dtype)) if with_torch else None)
+    if torch is not None:
+        steps["torch"] = torch
     return steps
 
 
@@ -379,14 +383,11 @@ def machine_speed(with_torch: bool, repeats: int = 7) -> dict[str, float]:
         work[f"xla_matmul_{dtype}_gflops"] = 2 * size**3 / 1e9
     steps["xla_elementwise_gbps"] = lambda: jax.block_until_ready(add_one(elements))
     work["xla_elementwise_gbps"] = 2 * SPEED_ELEMENTS * 4 / 1e9
-    worker = _torch_worker() if with_torch else None
-    torch = _torch() if with_torch else None
-    if worker is not None or torch is not None:
-        for dtype in ("float32", "bfloat16"):
-            n = SPEED_TORCH_BFLOAT16_SIZE if dtype == "bfloat16" else size
-            steps[f"torch_matmul_{dtype}_gflops"] = (
-                worker.step("matmul", size=n, dtype=dtype) if worker is not None
-                else torch_worker.matmul_step(torch, n, dtype))
+    for dtype in ("float32", "bfloat16") if with_torch else ():
+        n = SPEED_TORCH_BFLOAT16_SIZE if dtype == "bfloat16" else size
+        torch = _torch_step("matmul", size=n, dtype=dtype)
+        if torch is not None:
+            steps[f"torch_matmul_{dtype}_gflops"] = torch
             work[f"torch_matmul_{dtype}_gflops"] = 2 * n**3 / 1e9
     return {name: work[name] / seconds
             for name, seconds in interleaved_medians(steps, repeats).items()}

@@ -9,7 +9,7 @@ one JSON line on stdout.
 
     {"op": "versions"}                                -> {"python": "3.11.9", "torch": ..., ...}
     {"op": "step", "shape": {...}, "dtype": "float32"} -> {"id": 0}    (``conv_step``)
-    {"op": "loss", "path": "out.npy", "dtype": ...}   -> {"id": 1}    (``loss_step``)
+    {"op": "loss", "path": "out.npy", "dtype": ...}   -> {"id": 1}    (``loss_step`` of its values)
     {"op": "matmul", "size": 2048, "dtype": ...}      -> {"id": 2}    (``matmul_step``)
     {"op": "run", "id": 0}                            -> {"seconds": 0.0123}
     {"op": "drop", "ids": [0, 1]}                     -> no answer: those steps are freed
@@ -72,10 +72,16 @@ def conv_step(torch: Any, shape: dict[str, Any], dtype: str) -> Callable[[], Any
     return step
 
 
+def as_tensor(torch: Any, values: Any, dtype: str) -> Any:
+    """``values`` (an array, bfloat16 included) as a PyTorch CPU tensor of ``dtype``, through a
+    float32 copy (exact for bfloat16)."""
+    return torch.from_numpy(np.array(values, np.float32)).to(getattr(torch, dtype))
+
+
 def loss_step(torch: Any, values: np.ndarray, dtype: str) -> Callable[[], Any]:
     """The loss's elementwise work in PyTorch's autograd: ``sin`` forward and ``cos`` backward of
     ``values`` (a convolution's output, float32) in ``dtype``."""
-    tensor = torch.from_numpy(np.array(values, np.float32)).to(getattr(torch, dtype))  # a copy
+    tensor = as_tensor(torch, values, dtype)
     return lambda: (torch.sin(tensor), torch.cos(tensor))
 
 
@@ -83,6 +89,11 @@ def matmul_step(torch: Any, size: int, dtype: str) -> Callable[[], Any]:
     """A square matrix product of ``size`` in ``dtype`` (``convgrad.bench.machine_speed``)."""
     square = torch.ones((size, size), dtype=getattr(torch, dtype))
     return lambda: square @ square
+
+
+# The steps by request op, each built from the request's other fields.
+STEPS: dict[str, Callable[..., Callable[[], Any]]] = {
+    "step": conv_step, "loss": loss_step, "matmul": matmul_step}
 
 
 def _answer(request: dict[str, Any], torch: Any, steps: list[Callable[[], Any] | None]
@@ -103,14 +114,12 @@ def _answer(request: dict[str, Any], torch: Any, steps: list[Callable[[], Any] |
         start = time.perf_counter()
         step()
         return {"seconds": time.perf_counter() - start}
-    if op == "step":
-        steps.append(conv_step(torch, request["shape"], request["dtype"]))
-    elif op == "loss":
-        steps.append(loss_step(torch, np.load(request["path"]), request["dtype"]))
-    elif op == "matmul":
-        steps.append(matmul_step(torch, request["size"], request["dtype"]))
-    else:
+    if op not in STEPS:
         raise ValueError(f"unknown request op (={op!r})")
+    fields = {key: value for key, value in request.items() if key != "op"}
+    if "path" in fields:  # an array sent as a .npy file
+        fields["values"] = np.load(fields.pop("path"))
+    steps.append(STEPS[op](torch, **fields))
     return {"id": len(steps) - 1}
 
 
