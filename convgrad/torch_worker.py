@@ -12,7 +12,8 @@ one JSON line on stdout.
     {"op": "loss", "path": "out.npy", "dtype": ...}   -> {"id": 1}    (``loss_step`` of its values)
     {"op": "matmul", "size": 2048, "dtype": ...}      -> {"id": 2}    (``matmul_step``)
     {"op": "run", "id": 0}                            -> {"seconds": 0.0123}
-    {"op": "drop", "ids": [0, 1]}                     -> no answer: those steps are freed
+    {"op": "drop", "ids": [0, 1]}                     -> never an answer: those steps are freed
+                                                         (an id that is not live is skipped)
     any request that fails                            -> {"error": "ValueError: ..."}
 
 ``run`` calls the step once and times it here, so the pipe's round trip is not part of PyTorch's
@@ -103,9 +104,11 @@ def _answer(request: dict[str, Any], torch: Any, steps: list[Callable[[], Any] |
         return {"python": platform.python_version(), "torch": torch.__version__,
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                 "live_steps": sum(step is not None for step in steps)}
-    if op == "drop":
-        for index in request["ids"]:
-            steps[index] = None
+    if op == "drop":  # never answered, so it never fails: an id that is not live is skipped
+        ids = request.get("ids")
+        for index in ids if isinstance(ids, list) else ():
+            if isinstance(index, int) and 0 <= index < len(steps):
+                steps[index] = None
         return None
     if op == "run":
         step = steps[request["id"]]

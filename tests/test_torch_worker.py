@@ -7,9 +7,12 @@ PyTorch; the end-to-end test needs PyTorch in this Python and skips without it.
 
 import dataclasses
 import gc
+import json
 import os
+import platform
 import stat
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,23 @@ def test_worker_runs_steps_and_times_them_itself(tmp_path: Path) -> None:
         assert 0.02 <= bench.call_seconds(other) < 1.0
     finally:
         worker.close()
+
+
+def test_a_drop_is_never_answered_even_for_ids_that_are_not_live(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The client reads no answer to a drop, so an answer (an error line) would be read as the
+    # answer to its next request. Ids out of range, dropped twice, or not ids at all are skipped.
+    monkeypatch.setattr(torch_worker, "load_torch",
+                        lambda: types.SimpleNamespace(__version__="stand-in"))
+    monkeypatch.setitem(torch_worker.STEPS, "probe", lambda torch: lambda: None)
+    answers: list[str] = []
+    requests = [{"op": "probe"}, {"op": "probe"}, {"op": "drop", "ids": [0, 0, 7, -1, "a"]},
+                {"op": "drop"}, {"op": "drop", "ids": 3}, {"op": "versions"}]
+    torch_worker.serve((json.dumps(request) for request in requests), answers.append)
+    assert [json.loads(answer) for answer in answers] == [
+        {"id": 0}, {"id": 1},
+        {"python": platform.python_version(), "torch": "stand-in",
+         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "live_steps": 1}]
 
 
 def test_call_seconds_times_a_plain_step_itself() -> None:
