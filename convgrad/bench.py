@@ -492,10 +492,13 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def select_shapes(shapes: Sequence[Shape], only: str | None) -> list[Shape]:
     """The shapes whose name contains one of the comma-separated substrings of ``only`` (every
-    shape when ``only`` is empty or None)."""
+    shape when ``only`` is empty or None); an empty substring among others is a ``ValueError``
+    (it would match every shape: ``"resnet,"``)."""
     if not only:
         return list(shapes)
     wanted = only.split(",")
+    if not all(part.strip() for part in wanted):
+        raise ValueError(f"--only (={only!r}) has an empty name between its commas")
     return [shape for shape in shapes if any(part in shape.name for part in wanted)]
 
 

@@ -2,18 +2,20 @@
 
 Each command module provides ``register(subparsers)``, which adds its parser and sets ``run`` (a
 function of the parsed arguments returning the exit code). Bad user input raises
-``UsageError``/``ValueError``/``TypeError``, printed here as one line with exit code 2.
+``UsageError``/``ValueError``/``TypeError``, printed here as one line with exit code 2; a failure
+of the system (a full disk, a closed standard output) is one line too, with exit code 1.
 """
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 COMMANDS = ("report", "crosscheck", "bench")
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A user-facing error: printed as one line, exit code 2."""
 
 
@@ -29,15 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_stdout() -> None:
+    """Point standard output at /dev/null, so that flushing it at exit raises nothing more."""
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
-    except (UsageError, ValueError, TypeError) as err:
+        code = int(args.run(args))
+        sys.stdout.flush()  # a failure to write the output is this command's, not the exit's
+        return code
+    except (ValueError, TypeError) as err:  # UsageError is a ValueError
         print(f"convgrad {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`convgrad report | head -1`): nothing to say
+        _quiet_stdout()
+        return 1
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        print(f"convgrad {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # As ``python -m convgrad.cli`` this file runs as ``__main__``, a second copy of the module;
+    # run the imported module's ``main``, the one the commands' ``UsageError`` belongs to.
+    from convgrad.cli import main as convgrad_main
+
+    sys.exit(convgrad_main())

@@ -71,10 +71,29 @@ def test_quick_markdown_table_lists_each_shape(quick_report):
     (["--processes", "0"], "--processes (=0) must be positive"),
     (["--only", "no such shape"], "matches no shape"),
     (["--dtypes", "int8"], "--dtypes entry (='int8')"),
+    (["--only", "tiny,"], "has an empty name between its commas"),  # "" would match every shape
 ])
 def test_bad_arguments_are_usage_errors(argv, message, capsys):
     assert main(["bench", "--quick", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blocked, option", [("out/reference.png", "--out"),
+                                             ("out/bench.json", "--out"),
+                                             ("report.json", "--json")])
+def test_an_output_in_the_way_stops_it_before_the_work_and_writes_nothing(
+        blocked, option, tmp_path, capsys, monkeypatch):
+    # A folder where a file is to go is found before the suite runs (which would then be thrown
+    # away), and no other file is written.
+    (tmp_path / "out").mkdir()
+    (tmp_path / blocked).mkdir()
+    monkeypatch.setattr(bench, "run_suite", lambda *args, **kwargs: pytest.fail("ran the suite"))
+    assert main(["bench", "--quick", "--no-torch", "--out", str(tmp_path / "out"),
+                 "--json", str(tmp_path / "report.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option} (=" in err and "is a folder, not a file" in err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == sorted(
+        {"out", blocked})
 
 
 def test_torch_step_matches_the_shape_when_torch_is_installed():

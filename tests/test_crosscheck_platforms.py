@@ -30,6 +30,21 @@ def test_absent_platform_is_a_usage_error(capsys):
 def test_unknown_export_platform_is_a_usage_error(capsys):
     assert main(["crosscheck", "--lower-only", "cpu,metal"]) == 2
     assert "--lower-only entry (='metal')" in capsys.readouterr().err
+    # An empty list is refused, not taken for no --lower-only (which runs the whole grid).
+    assert main(["crosscheck", "--lower-only", ""]) == 2
+    assert "--lower-only entry (='')" in capsys.readouterr().err
+
+
+def test_a_json_path_that_cannot_be_written_stops_it_before_the_work(tmp_path, capsys,
+                                                                      monkeypatch):
+    from convgrad import crosscheck
+    monkeypatch.setattr(crosscheck, "lowering_check", lambda *args: pytest.fail("ran the check"))
+    for path, message in ((tmp_path, "is a folder, not a file"),
+                          (tmp_path / "missing" / "x.json", "must be in an existing folder")):
+        assert main(["crosscheck", "--lower-only", "cpu", "--json", str(path)]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and f"--json (={str(path)!r}) {message}" in captured.err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_lower_only_finds_the_rotated_filter_on_every_platform(tmp_path, capsys):

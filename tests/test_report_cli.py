@@ -61,6 +61,35 @@ def test_console_command_of_the_readme():
     assert SEED_LINES[0] in result.stdout and result.stderr == ""
 
 
+@pytest.mark.parametrize("module", ["convgrad.cli", "convgrad"])
+def test_bad_input_through_python_m_is_one_line_exit_2(module):
+    # Run as ``python -m convgrad.cli``, cli.py is loaded twice (as __main__ and as
+    # convgrad.cli); the commands' UsageError must still be caught: no traceback.
+    result = subprocess.run([sys.executable, "-m", module, "report", "--input", "0x3"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("convgrad report: error: --input (='0x3') must have sizes of "
+                             "at least 1\n")
+
+
+def test_a_reader_that_goes_away_ends_it_quietly():
+    # `convgrad report | true`: the pipe is closed before the report is written.
+    process = subprocess.Popen([sys.executable, "-m", "convgrad.cli", "report"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1 and err == b""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_standard_output_is_one_line_exit_1():
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "convgrad.cli", "report"], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert result.stderr == "convgrad report: error: No space left on device\n"
+
+
 def test_on_a_terminal_figures_are_left_out_with_a_note(capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     code, out, err = run(capsys)
@@ -139,6 +168,14 @@ def test_interrupted_folder_write_leaves_nothing(capsys, tmp_path, monkeypatch):
     (["--format=pdf"], "--format (='pdf') must be one of md, tex, html, json"),
     (["--format=md,html"], "several formats (=md, html) need -o FOLDER"),
     (["--general", "--input=4x4"], "--general proves every size at once; drop --input"),
+    (["--general", "--seed=7"], "--general proves every size at once; drop --seed"),
+    (["--seed=-1"], "--seed (=-1) must be a non-negative integer"),
+    (["-o", ""], "-o (='') must name a file or a folder"),
+    (["--padding=100000000000000000000"], "must have values of at most 4096"),
+    (["--stride=1,5000"], "--stride (='1,5000') must have values of at most 4096"),
+    # 998 x 998 outputs, 9 taps: far beyond what a report derives entry by entry in seconds.
+    (["--input=1000x1000", "--filter=3x3"], "the case has 8,964,036 products to derive"),
+    (["--input=64x64", "--channels=8x8"], "the case has 1,016,064 products to derive"),
 ])
 def test_bad_input_is_one_line_exit_2_no_file(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -157,6 +194,25 @@ def test_unwritable_output_is_one_line_exit_2_no_file(capsys, tmp_path, where):
     assert code == 2 and out == "" and err.count("\n") == 1 and "-o (=" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_folder_in_the_way_of_one_format_replaces_none(capsys, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("old")
+    (out / "report.json").mkdir()
+    code, _, err = run(capsys, "--format", "md,json", "-o", str(out))
+    assert code == 2 and err.count("\n") == 1 and "report.json') is a folder, not a file" in err
+    assert (out / "report.md").read_text() == "old"
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+
+
+def test_a_long_file_name_is_written(capsys, tmp_path):
+    # The temporary file beside it has a longer name; it must still be a valid one.
+    target = tmp_path / ("a" * 240 + ".md")
+    code, _, err = run(capsys, "-o", str(target))
+    assert code == 0 and err == ""
+    assert "O_{0,0}" in target.read_text() and [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from convgrad.io import write_atomic
+from convgrad.io import check_output, write_files_atomic
 
 DEFAULT_REFERENCE_SIZES = (8, 16, 32, 64, 128)
+OUT_FILES = ("bench.json", "bench.md", "bench.png", "reference.png")  # what --out DIR holds
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "of their times and ratios (default 1: this process)")
     parser.add_argument("--suite-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", metavar="DIR",
-                        help="write bench.json, bench.md, bench.png, reference.json and "
-                        "reference.png into DIR")
+                        help="write bench.json, bench.md, bench.png and reference.png into DIR")
     parser.add_argument("--json", metavar="PATH", help="also write the suite's results as JSON")
     parser.set_defaults(run=run)
 
@@ -80,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
     shapes = bench.select_shapes(shapes, args.only)
     if not shapes:
         raise ValueError(f"--only (={args.only!r}) matches no shape")
-    out = Path(args.out) if args.out else None
-    if out is not None and not out.is_dir():
-        raise ValueError(f"--out (={args.out!r}) must be an existing folder")
+    out = Path(args.out) if args.out is not None else None
+    if out is not None:
+        if not out.is_dir():
+            raise ValueError(f"--out (={args.out!r}) must be an existing folder")
+        for name in OUT_FILES:
+            check_output(out / name, "--out")
+    if args.json is not None:
+        check_output(args.json, "--json")
     processes = _positive("--processes", args.processes)
     if args.torch_python:
         if args.no_torch:
@@ -109,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
               f"{row['seconds']['loops'] * 1e3:.2f} ms vs {row['seconds']['jitted'] * 1e3:.3f} ms "
               f"(x{row['speedup']:.0f})")
     payload = json.dumps({**report, "reference_scaling": reference}, indent=2) + "\n"
-    if args.json:
-        write_atomic(args.json, payload)
+    files: dict[Path, str | bytes] = {}
     if out is not None:
-        write_atomic(out / "bench.json", payload)
-        write_atomic(out / "bench.md", table)
-        write_atomic(out / "bench.png", bench.plot_ratios(report))
-        write_atomic(out / "reference.png", bench.plot_reference(reference))
+        contents = (payload, table, bench.plot_ratios(report), bench.plot_reference(reference))
+        files.update(zip((out / name for name in OUT_FILES), contents, strict=True))
+    if args.json is not None:
+        files[Path(args.json)] = payload
+    write_files_atomic(files)  # all or none
     return 0

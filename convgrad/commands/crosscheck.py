@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from convgrad.io import write_atomic
+from convgrad.io import check_output, write_atomic
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 
@@ -130,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     jax.config.update("jax_enable_x64", True)
     from convgrad import crosscheck
 
-    if args.lower_only:
+    if args.json is not None:  # before the work, which a bad path would throw away
+        check_output(args.json, "--json")
+    if args.lower_only is not None:  # an empty list is refused below, not taken as absent
         if args.platform:
             raise ValueError("--platform and --lower-only are exclusive")
         payload, ok = _run_lowering(args.lower_only)

@@ -18,11 +18,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convgrad.cli import UsageError
-from convgrad.io import write_atomic
+from convgrad.io import check_output, write_atomic
 
 PADDING_KINDS = ("VALID", "SAME", "SAME_LOWER")
 CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1",
                  "batch": "1", "channels": "1x1", "groups": "1"}
+# Guards on the case's size: a report derives every entry exactly, so its time grows with the
+# products of its forward pass (3x3 filter, SAME: 64x64 inputs 8.6 s on two cores, 128x128 19 s,
+# 170x170, 260,100 products, 30 s); each option's value is bounded too, which keeps the index
+# arithmetic in range.
+MAX_PRODUCTS = 2**18
+MAX_VALUE = 4096
 SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".html": "html", ".htm": "html",
             ".json": "json"}
 
@@ -62,9 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="md, tex, html or json; repeat or comma-separate for several "
                         "(default: from the -o suffix, else md)")
     parser.add_argument("-o", "--output", metavar="PATH",
-                        help="a file (one format) or a folder (several formats); default stdout")
+                        help="a file (one format), or a folder: report.<ext> for each format "
+                        "(several formats; a new folder is made); default stdout")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the random numbers of the numeric cross-check (default 0)")
+                        help="seed (a non-negative integer) of the random numbers of the numeric "
+                        "cross-check (default 0)")
     parser.set_defaults(run=run)
 
 
@@ -80,7 +88,13 @@ def parse_size(option: str, text: str, form: str = "HxW", example: str = "3x3") 
     sizes = (int(match.group(1)), int(match.group(2) or match.group(1)))
     if min(sizes) < 1:
         raise UsageError(f"{option} (={text!r}) must have sizes of at least 1")
-    return sizes
+    return _bounded(option, text, sizes)
+
+
+def _bounded(option: str, text: str, values: tuple[int, ...]) -> tuple[int, ...]:
+    if max(values) > MAX_VALUE:
+        raise UsageError(f"{option} (={text!r}) must have values of at most {MAX_VALUE}")
+    return values
 
 
 def parse_per_axis(option: str, text: str, minimum: int) -> tuple[int, int]:
@@ -95,7 +109,7 @@ def parse_per_axis(option: str, text: str, minimum: int) -> tuple[int, int]:
     values = (int(match.group(1)), int(match.group(2) or match.group(1)))
     if min(values) < minimum:
         raise UsageError(f"{option} (={text!r}) must have values of at least {minimum}")
-    return values
+    return _bounded(option, text, values)
 
 
 def parse_count(option: str, text: str) -> int:
@@ -107,7 +121,7 @@ def parse_count(option: str, text: str) -> int:
     match = re.fullmatch(r"\s*(-?\d+)\s*", text)
     if match is None or int(match.group(1)) < 1:
         raise UsageError(f"{option} (={text!r}) must be a positive integer")
-    return int(match.group(1))
+    return _bounded(option, text, (int(match.group(1)),))[0]
 
 
 def parse_channels(args: argparse.Namespace) -> tuple[int, tuple[int, int], int]:
@@ -147,6 +161,7 @@ def parse_padding(text: str) -> str | tuple[tuple[int, int], tuple[int, int]]:
                          "two integers (PH,PW) or low:high pairs (T:B,L:R)")
     if min(min(pair) for pair in pairs) < 0:
         raise UsageError(f"--padding (={text!r}) must not be negative")
+    _bounded("--padding", text, (*pairs[0], *pairs[1]))
     return (pairs[0], pairs[1])
 
 
@@ -177,16 +192,25 @@ def _targets(formats: list[str], output: str | None) -> dict[str, Path] | None:
         if len(formats) > 1:
             raise UsageError(f"several formats (={', '.join(formats)}) need -o FOLDER")
         return None
+    if not output.strip():
+        raise UsageError("-o (='') must name a file or a folder")
     path = Path(output)
     from convgrad.report import FORMATS
 
-    if len(formats) == 1 and not path.is_dir():
+    try:
+        is_folder, exists = path.is_dir(), path.exists()
+    except OSError as err:  # a name too long, say
+        raise UsageError(f"-o (={output!r}) cannot be used: {err.strerror}") from None
+    if len(formats) == 1 and not is_folder:
         _require_folder(path.parent if str(path.parent) else Path("."), output)
         return {formats[0]: path}
-    if path.exists() and not path.is_dir():
+    if exists and not is_folder:
         raise UsageError(f"-o (={output!r}) must be a folder for several formats, not a file")
-    _require_folder(path if path.is_dir() else path.parent, output)
-    return {name: path / f"report{FORMATS[name]}" for name in formats}
+    _require_folder(path if is_folder else path.parent, output)
+    targets = {name: path / f"report{FORMATS[name]}" for name in formats}
+    for target in targets.values() if is_folder else ():  # nothing in the way of any file
+        check_output(target, "-o")
+    return targets
 
 
 def _require_folder(folder: Path, output: str) -> None:
@@ -238,7 +262,8 @@ def _general_texts(args: argparse.Namespace, formats: list[str]) -> dict[str, st
     from convgrad.report import general_report
 
     case_options = [f"--{name}" for name, default in CASE_DEFAULTS.items()
-                    if getattr(args, name) != default]
+                    if getattr(args, name).strip().upper() != default.upper()]
+    case_options += ["--seed"] * (args.seed != 0)  # the proofs have no numeric cross-check
     if case_options:
         raise UsageError(f"--general proves every size at once; drop {', '.join(case_options)}")
     progress = _progress()
@@ -254,9 +279,10 @@ def run(args: argparse.Namespace) -> int:
     """Validate, derive, render every format, then print or write atomically."""
     formats = parse_formats(args.format, args.output)
     targets = _targets(formats, args.output)
-    for name in ("input", "filter"):
-        parse_size(f"--{name}", getattr(args, name))
-    parse_channels(args)
+    if args.seed < 0:
+        raise UsageError(f"--seed (={args.seed}) must be a non-negative integer")
+    if not args.general:
+        _check_size(args)
     # Figures are bitmaps: left out of Markdown shown on a terminal, kept everywhere else.
     figures = targets is not None or not sys.stdout.isatty() or formats != ["md"]
     texts = (_general_texts(args, formats) if args.general
@@ -269,6 +295,29 @@ def run(args: argparse.Namespace) -> int:
         return 0
     _write(texts, targets)
     return 0
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    """Every option parsed, and at most ``MAX_PRODUCTS`` products in the forward pass."""
+    import math
+
+    sizes, window = parse_size("--input", args.input), parse_size("--filter", args.filter)
+    stride, dilation = (parse_per_axis(f"--{name}", getattr(args, name), 1)
+                        for name in ("stride", "dilation"))
+    padding = parse_padding(args.padding)
+    batch, (inputs, outputs), groups = parse_channels(args)
+    outs = []
+    for axis, (n, k, s, d) in enumerate(zip(sizes, window, stride, dilation, strict=True)):
+        if isinstance(padding, str):  # VALID, or SAME's ceil(n / s) outputs
+            outs.append(-(-n // s) if padding != "VALID" else (n - d * (k - 1) - 1) // s + 1)
+        else:
+            outs.append((n + sum(padding[axis]) - d * (k - 1) - 1) // s + 1)
+    products = (math.prod(max(m, 0) for m in outs) * math.prod(window) * batch * outputs
+                * (inputs // groups))
+    if products > MAX_PRODUCTS:
+        raise UsageError(f"the case has {products:,} products to derive entry by entry (at most "
+                         f"{MAX_PRODUCTS:,}, half a minute on two cores); take smaller sizes, or "
+                         "--general for the proofs at every size")
 
 
 def _write(texts: dict[str, str], targets: dict[str, Path]) -> None:
