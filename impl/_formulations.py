@@ -196,9 +196,63 @@ MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS = 1024
 WINOGRAD_WINDOW = True
 
 
-def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """The native ``lax.conv_general_dilated``."""
+def lax_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """``lax.conv_general_dilated`` itself: what other backends than CPU run."""
     return lax.conv_general_dilated(lhs, rhs, **config.as_lax_kwargs())
+
+
+def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """The native ``lax.conv_general_dilated`` as XLA:CPU computes it right: negative padding
+    (a crop) of an undilated axis is taken off the input first, and the convolution gets the rest.
+
+    XLA:CPU's Eigen convolution kernel (few features, float32 and narrower types) reads outside
+    its input where a low padding is negative (openxla/xla#48713; fix openxla/xla#48748 open on
+    2026-12-07): strided input gradients computed by phases (``polyphase``) and folded 3-D
+    convolutions carry such paddings, e.g. the causal 1-D convolution ``padding=((k-1, 0),)`` at
+    stride 2, whose input gradient came out wrong by up to 1e31 in float32. Axes with lhs
+    dilation take another path, which measured right (1-D, 2-3x dilation, crops of 1-4), and are
+    left as they are: writing their holes out would put products with them where lax has none
+    (an Inf tap times a hole is NaN).
+    """
+    if not _crops(config):
+        return lax_conv(lhs, rhs, config)
+    cropped, rest = _without_negative_padding(lhs, config)
+    return lax_conv(cropped, rhs, rest)
+
+
+def _crops(config: ConvConfig) -> bool:
+    """Whether an undilated axis has negative padding (``native`` takes it off first)."""
+    return any(min(pair) < 0 and a == 1
+               for pair, a in zip(config.padding, config.lhs_dilation, strict=True))
+
+
+def _without_negative_padding(lhs: jax.Array, config: ConvConfig
+                              ) -> tuple[jax.Array, ConvConfig]:
+    """``lhs`` with each undilated axis's negative padding applied (a slice, or where the crops
+    exceed the input, ``lax.pad``), and the configuration that pads it by the rest."""
+    lhs_spec = config.dimension_numbers.lhs_spec
+    padding = list(config.padding)
+    for index, ((lo, hi), a) in enumerate(zip(config.padding, config.lhs_dilation, strict=True)):
+        if min(lo, hi) >= 0 or a > 1:
+            continue
+        axis, crop = lhs_spec[2 + index], max(-lo, 0) + max(-hi, 0)
+        if crop <= lhs.shape[axis]:
+            lhs = lax.slice_in_dim(lhs, max(-lo, 0), lhs.shape[axis] - max(-hi, 0), axis=axis)
+            padding[index] = (max(lo, 0), max(hi, 0))
+        else:  # nothing of the input is left on this axis: its zeros written out
+            pads = [(0, 0, 0)] * lhs.ndim
+            pads[axis] = (lo, hi, 0)
+            lhs = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
+            padding[index] = (0, 0)
+    return lhs, ConvConfig(**{**config.as_lax_kwargs(), "padding": tuple(padding)})
+
+
+def native_per_backend(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """``native`` on CPU, ``lax_conv`` elsewhere: other backends get lax's own program."""
+    if not _crops(config):
+        return lax_conv(lhs, rhs, config)
+    return lax.platform_dependent(lhs, rhs, cpu=lambda a, b: native(a, b, config),
+                                  default=lambda a, b: lax_conv(a, b, config))
 
 
 # Grouped convolutions as one dense convolution per group.
@@ -1949,7 +2003,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
                                                      config.batch_group_count) == 1:
             # Dense 1-D: XLA's own bfloat16 kernel (the 1-D audio's step in float32 measured
             # 1.02-1.22 of it, where the bfloat16 products took 1.31).
-            return native(lhs, rhs, config)
+            return native_per_backend(lhs, rhs, config)
         cpu = cpu_formulation(lhs.shape, rhs.shape, _float32_config(config),
                               np.dtype(np.float32))
 
@@ -1960,9 +2014,10 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     else:
         cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
         if cpu is native:
-            return native(lhs, rhs, config)
+            return native_per_backend(lhs, rhs, config)
 
         def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
             return _cpu_conv(lhs, rhs, config, cpu)
 
-    return lax.platform_dependent(lhs, rhs, cpu=on_cpu, default=lambda a, b: native(a, b, config))
+    return lax.platform_dependent(lhs, rhs, cpu=on_cpu,
+                                  default=lambda a, b: lax_conv(a, b, config))

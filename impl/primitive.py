@@ -12,7 +12,9 @@ with every rule JAX asks of one:
 * transpose: the rotated-filter rule, ``impl._rule.lhs_cotangent`` / ``rhs_cotangent`` built from
   this primitive (the same two functions the ``custom_vjp`` op calls);
 * batching: the vmapped axis folded into the batch or feature axes (``impl._primitive_batching``);
-* lowering and impl: the native ``jax.lax.conv_general_dilated`` on every backend.
+* lowering and impl: the native ``jax.lax.conv_general_dilated`` on every backend; on CPU, with
+  negative padding taken off the input first (``impl._formulations.native``: XLA:CPU's own kernel
+  reads outside its input there, openxla/xla#48713).
 """
 
 from collections.abc import Sequence
@@ -20,12 +22,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.extend.core import Primitive
 from jax.extend.core import primitives as lax_primitives
 from jax.interpreters import ad, batching, mlir
 
-from impl import _rule, _vma
+from impl import _formulations, _rule, _vma
 from impl._config import ConvConfig, make_config
 from impl._primitive_batching import batch_rule
 
@@ -43,7 +44,15 @@ def _bind(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
 
 
 def _native_conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
-    return lax.conv_general_dilated(lhs, rhs, **config.as_lax_kwargs())
+    return _formulations.lax_conv(lhs, rhs, config)
+
+
+def _native_cpu_conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+    return _formulations.native(lhs, rhs, config)
+
+
+def _native_per_backend(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+    return _formulations.native_per_backend(lhs, rhs, config)
 
 
 def _abstract_eval(
@@ -70,7 +79,7 @@ def _transpose_rhs(
     return _rule.rhs_cotangent(_bind, cotangent, lhs, config, rhs.aval.shape, rhs.aval.dtype)
 
 
-conv_general_dilated_p.def_impl(_native_conv)
+conv_general_dilated_p.def_impl(_native_per_backend)
 conv_general_dilated_p.def_abstract_eval(_abstract_eval)
 # Bilinear: the JVP is bind(dX, F) + bind(X, dF) (symbolic-zero tangents skipped), and each
 # argument's transpose is the rotated-filter rule, called through the functions above.
@@ -79,6 +88,8 @@ batching.primitive_batchers[conv_general_dilated_p] = (
     lambda args, dims, *, config: batch_rule(_bind, args, dims, config=config))
 mlir.register_lowering(conv_general_dilated_p,
                        mlir.lower_fun(_native_conv, multiple_results=False))
+mlir.register_lowering(conv_general_dilated_p,
+                       mlir.lower_fun(_native_cpu_conv, multiple_results=False), platform="cpu")
 
 
 def conv_general_dilated(
