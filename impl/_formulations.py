@@ -206,10 +206,11 @@ def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     (a crop) of an undilated axis is taken off the input first, and the convolution gets the rest.
 
     XLA:CPU's Eigen convolution kernel (few features, float32 and narrower types) reads outside
-    its input where a low padding is negative (openxla/xla#48713; fix openxla/xla#48748 open on
-    2026-12-07): strided input gradients computed by phases (``polyphase``) and folded 3-D
-    convolutions carry such paddings, e.g. the causal 1-D convolution ``padding=((k-1, 0),)`` at
-    stride 2, whose input gradient came out wrong by up to 1e31 in float32. Axes with lhs
+    its input where a low padding is negative (openxla/xla#48713, seen with jaxlib 0.10.2 and
+    0.11.2; fix openxla/xla#48748 open on 2026-12-07): strided input gradients computed by
+    phases (``polyphase``) and folded 3-D convolutions carry such paddings, e.g. the causal 1-D
+    convolution ``padding=((k-1, 0),)`` at stride 2, whose input gradient came out wrong by up
+    to 1e31 in float32. Axes with lhs
     dilation take another path, which measured right (1-D, 2-3x dilation, crops of 1-4), and are
     left as they are: writing their holes out would put products with them where lax has none
     (an Inf tap times a hole is NaN).
