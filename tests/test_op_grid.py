@@ -16,6 +16,7 @@ from jax import lax
 from jax.test_util import check_grads
 
 import impl
+from convgrad.tolerances import tolerance
 from impl import reference
 from tests.conv_oracle import (
     AXES,
@@ -26,6 +27,7 @@ from tests.conv_oracle import (
     pairwise_cover,
     random_array,
     relative_error,
+    vjp_outputs,
 )
 from tests.helpers import assert_close
 
@@ -54,6 +56,26 @@ def test_float64_pairwise_grid(choice):
                          ids=[f"{dtype}-{choice_name(choice)}" for choice, dtype in DTYPE_CASES])
 def test_other_dtypes_on_the_covering_cases(choice, dtype):
     assert_matches_lax(make_case(choice), dtype)
+
+
+@pytest.mark.parametrize("choice", COVER, ids=choice_name)
+def test_float32_against_float64_lax_on_the_covering_cases(choice):
+    # lax's own float32 convolution can be wrong where the op computes like it (XLA:CPU with
+    # negative padding, openxla/xla#48713: tests/test_negative_padding.py), so here the oracle is
+    # float64 lax on the same float32-rounded operands.
+    case = make_case(choice)
+    rng = np.random.default_rng(0)
+    lhs, rhs = (random_array(rng, shape, "float32") for shape in (case.lhs_shape, case.rhs_shape))
+    out = jax.eval_shape(lambda lhs, rhs: lax.conv_general_dilated(lhs, rhs, **case.kwargs),
+                         lhs, rhs)
+    cotangent = random_array(rng, out.shape, "float32")
+    ours = jax.jit(lambda *operands: vjp_outputs(impl.conv_general_dilated, *operands,
+                                                 case.kwargs))(lhs, rhs, cotangent)
+    oracle = vjp_outputs(lax.conv_general_dilated, *(operand.astype("float64") for operand in
+                                                     (lhs, rhs, cotangent)), case.kwargs)
+    for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, oracle, strict=True):
+        assert actual.dtype == jnp.float32
+        assert relative_error(actual, expected) <= tolerance("float32"), f"{case.name}: {what}"
 
 
 @pytest.mark.slow
