@@ -207,14 +207,8 @@ def make_config(
                 f"(={lhs_dil}) exceeds 1, as in jax.lax.conv_general_dilated"
             )
         pads = padtype_to_pads(in_spatial, dilate_shape(window, rhs_dil), strides, pads)
-    padded = [n + lo + hi for n, (lo, hi) in zip(dilate_shape(in_spatial, lhs_dil), pads,
-                                                  strict=True)]
-    dilated_window = dilate_shape(window, rhs_dil)
-    if any(w > p for w, p in zip(dilated_window, padded, strict=True)):
-        raise ValueError(
-            f"the dilated window (={dilated_window}) must fit in the padded, dilated input "
-            f"(={tuple(padded)}) along every spatial dimension"
-        )
+    # A window larger than the padded input gives an empty output, as in lax (whose zero
+    # gradients the rule returns: impl._rule).
     return ConvConfig(
         window_strides=strides,
         padding=pads,

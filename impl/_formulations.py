@@ -1999,6 +1999,8 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     block at a time inside a loop over images: ``_widens_per_step``), its result converted back:
     the sums it accumulates in float32 anyway, of the same products.
     """
+    if 0 in spatial_shapes(config, lhs.shape, rhs.shape)[2]:  # an empty output: lax's own
+        return lax_conv(lhs, rhs, config)
     if _widens_bfloat16(lhs.dtype, config):
         if len(config.window_strides) == 1 and max(config.feature_group_count,
                                                      config.batch_group_count) == 1:

@@ -64,6 +64,8 @@ def lhs_cotangent(
 ) -> jnp.ndarray:
     """dL/d(lhs) of ``conv(lhs, rhs, config)`` given the cotangent of its output."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
+    if cotangent.size == 0:  # an empty output (a window larger than the padded input, say)
+        return jnp.zeros(lhs_shape, lhs_dtype)
     groups = max(config.feature_group_count, config.batch_group_count)
     rotated_rhs = lax.rev(rhs, tuple(rhs_spec[2:]))
     if groups > 1:

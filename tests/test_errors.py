@@ -80,13 +80,6 @@ BAD_INPUTS = [
     ("string padding with lhs dilation", X, F,
      {"window_strides": (1, 1), "padding": "SAME", "lhs_dilation": (2, 1)}, ValueError,
      ["padding (='SAME')", "lhs_dilation (=(2, 1))", "explicit"]),
-    ("window larger than input", X, (4, 3, 6, 2), VALID, ValueError,
-     ["dilated window (=(6, 2))", "padded, dilated input (=(5, 5))"]),
-    ("window larger than cropped input", X, F,
-     {"window_strides": (1, 1), "padding": ((-2, -2), (0, 0))}, ValueError,
-     ["dilated window (=(2, 2))", "padded, dilated input (=(1, 5))"]),
-    ("dilated window larger than input", X, F, {**VALID, "rhs_dilation": (1, 5)}, ValueError,
-     ["dilated window (=(2, 6))", "(=(5, 5))"]),
     ("empty window", X, (4, 3, 0, 2), VALID, ValueError, ["rhs window (=(0, 2))", "positive"]),
     ("dimension numbers", X, F, {**VALID, "dimension_numbers": ("NCHW", "OIHW")}, ValueError,
      ["dimension_numbers (=('NCHW', 'OIHW'))", "(2, 3, 5, 5)"]),
@@ -212,3 +205,42 @@ def test_nan_and_inf_flow_through_as_in_lax(options, dtype):
         scale = max(float(np.max(np.abs(native_part[finite]), initial=0.0)), 1.0)
         np.testing.assert_allclose(ours_part, native_part, rtol=0, err_msg=what,
                                    atol=tolerance(dtype) * scale)
+
+
+# A window larger than the padded input: lax returns an empty output, and zero gradients; so do
+# both ops (they refused such cases before: a drop-in must not).
+EMPTY_OUTPUTS = {
+    "window larger than input": (X, (4, 3, 6, 2), VALID),
+    "window larger than cropped input": (X, F, {"window_strides": (1, 1),
+                                                "padding": ((-2, -2), (0, 0))}),
+    "dilated window larger than input": (X, F, {**VALID, "rhs_dilation": (1, 5)}),
+    "empty input plane": ((2, 3, 0, 5), (4, 3, 1, 1), VALID),
+    "empty input plane, SAME": ((2, 3, 0, 5), (4, 3, 3, 3), {"window_strides": (1, 1),
+                                                             "padding": "SAME"}),
+    "grouped, strided": ((2, 4, 5, 5), (4, 2, 6, 2), {"window_strides": (2, 1),
+                                                      "padding": "VALID",
+                                                      "feature_group_count": 2}),
+    "batch groups": ((4, 3, 5, 5), (4, 3, 6, 2), {**VALID, "batch_group_count": 2}),
+    "3-D": ((2, 3, 5, 5, 5), (4, 3, 6, 2, 2), {"window_strides": (1, 1, 1),
+                                               "padding": "VALID"}),
+}
+
+
+@pytest.mark.parametrize("op", [impl.conv_general_dilated, impl.primitive.conv_general_dilated],
+                         ids=["op", "primitive"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", EMPTY_OUTPUTS)
+def test_an_empty_output_and_its_zero_gradients_as_in_lax(case, dtype, op):
+    lhs_shape, rhs_shape, kwargs = EMPTY_OUTPUTS[case]
+    rng = np.random.default_rng(0)
+    lhs, rhs = (jnp.asarray(rng.standard_normal(shape), dtype) for shape in (lhs_shape, rhs_shape))
+    expected_out, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kwargs), lhs, rhs)
+    assert expected_out.size == 0  # the case is one
+    cotangent = jnp.ones(expected_out.shape, expected_out.dtype)
+    expected = (expected_out, *vjp(cotangent))
+    for step in (op, jax.jit(op, static_argnames=tuple(kwargs))):
+        out, vjp = jax.vjp(lambda a, b, step=step: step(a, b, **kwargs), lhs, rhs)
+        for actual, wanted in zip((out, *vjp(cotangent)), expected, strict=True):
+            assert (actual.shape, actual.dtype) == (wanted.shape, wanted.dtype)
+            np.testing.assert_array_equal(actual, wanted)
+    assert not np.any(np.asarray(expected[1])) and not np.any(np.asarray(expected[2]))
