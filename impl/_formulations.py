@@ -210,10 +210,9 @@ def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     0.11.2; fix openxla/xla#48748 open on 2026-12-07): strided input gradients computed by
     phases (``polyphase``) and folded 3-D convolutions carry such paddings, e.g. the causal 1-D
     convolution ``padding=((k-1, 0),)`` at stride 2, whose input gradient came out wrong by up
-    to 1e31 in float32. Axes with lhs
-    dilation take another path, which measured right (1-D, 2-3x dilation, crops of 1-4), and are
-    left as they are: writing their holes out would put products with them where lax has none
-    (an Inf tap times a hole is NaN).
+    to 1e31 in float32. Axes with lhs dilation take another path, which measured right (1-D,
+    2-3x dilation, crops of 1-4; 2-D, 72 cases), and are left as they are: writing their holes
+    out would put products with them where lax has none (an Inf tap times a hole is NaN).
     """
     if not _crops(config):
         return lax_conv(lhs, rhs, config)

@@ -13,8 +13,8 @@ with every rule JAX asks of one:
   this primitive (the same two functions the ``custom_vjp`` op calls);
 * batching: the vmapped axis folded into the batch or feature axes (``impl._primitive_batching``);
 * lowering and impl: the native ``jax.lax.conv_general_dilated`` on every backend; on CPU, with
-  negative padding taken off the input first (``impl._formulations.native``: XLA:CPU's own kernel
-  reads outside its input there, openxla/xla#48713).
+  the negative padding of undilated axes taken off the input first (``impl._formulations.native``:
+  XLA:CPU's own kernel reads outside its input there, openxla/xla#48713).
 """
 
 from collections.abc import Sequence
