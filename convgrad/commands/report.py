@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convgrad.cli import UsageError
-from convgrad.io import check_output, write_atomic
+from convgrad.io import check_output, write_atomic, write_files_atomic
 
 PADDING_KINDS = ("VALID", "SAME", "SAME_LOWER")
 CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1",
@@ -301,19 +301,17 @@ def _check_size(args: argparse.Namespace) -> None:
     """Every option parsed, and at most ``MAX_PRODUCTS`` products in the forward pass."""
     import math
 
+    from impl import conv_output_shape, dilate_shape, padtype_to_pads
+
     sizes, window = parse_size("--input", args.input), parse_size("--filter", args.filter)
     stride, dilation = (parse_per_axis(f"--{name}", getattr(args, name), 1)
                         for name in ("stride", "dilation"))
     padding = parse_padding(args.padding)
+    if isinstance(padding, str):
+        padding = padtype_to_pads(sizes, dilate_shape(window, dilation), stride, padding)
     batch, (inputs, outputs), groups = parse_channels(args)
-    outs = []
-    for axis, (n, k, s, d) in enumerate(zip(sizes, window, stride, dilation, strict=True)):
-        if isinstance(padding, str):  # VALID, or SAME's ceil(n / s) outputs
-            outs.append(-(-n // s) if padding != "VALID" else (n - d * (k - 1) - 1) // s + 1)
-        else:
-            outs.append((n + sum(padding[axis]) - d * (k - 1) - 1) // s + 1)
-    products = (math.prod(max(m, 0) for m in outs) * math.prod(window) * batch * outputs
-                * (inputs // groups))
+    outs = conv_output_shape(sizes, window, stride, padding, (1, 1), dilation)
+    products = math.prod(outs) * math.prod(window) * batch * outputs * (inputs // groups)
     if products > MAX_PRODUCTS:
         raise UsageError(f"the case has {products:,} products to derive entry by entry (at most "
                          f"{MAX_PRODUCTS:,}, half a minute on two cores); take smaller sizes, or "
@@ -321,23 +319,18 @@ def _check_size(args: argparse.Namespace) -> None:
 
 
 def _write(texts: dict[str, str], targets: dict[str, Path]) -> None:
-    """Write each text; several go through a temporary folder renamed (or moved) into place."""
-    if len(targets) == 1:
-        (name, path), = targets.items()
-        write_atomic(path, texts[name])
-        return
+    """Write each text, all or none: into an existing folder (or one file) through
+    ``write_files_atomic``; into a new folder through a temporary one renamed into place."""
     folder = next(iter(targets.values())).parent
-    staging = Path(tempfile.mkdtemp(dir=folder.parent if not folder.is_dir() else folder,
-                                    prefix=".report.", suffix=".tmp"))
+    if len(targets) == 1 or folder.exists():
+        write_files_atomic({path: texts[name] for name, path in targets.items()})
+        return
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".report.", suffix=".tmp"))
     try:
         for name, path in targets.items():
             write_atomic(staging / path.name, texts[name])
-        if not folder.exists():
-            os.chmod(staging, 0o777 & ~_umask())
-            os.rename(staging, folder)
-            return
-        for path in targets.values():
-            os.replace(staging / path.name, path)
+        os.chmod(staging, 0o777 & ~_umask())
+        os.rename(staging, folder)
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(staging)
