@@ -6,6 +6,7 @@ nothing, and write several files all or none (``write_files_atomic``).
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,3 +86,31 @@ def write_files_atomic(contents: Mapping[str | os.PathLike[str], str | bytes]) -
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
     return targets
+
+
+def write_folder_atomic(folder: str | os.PathLike[str],
+                        contents: Mapping[str, str | bytes]) -> list[Path]:
+    """Write the files ``contents`` (names to data) into ``folder``, all or none.
+
+    An existing folder gets them through ``write_files_atomic``; a new one is filled as a hidden
+    temporary folder beside it and renamed into place, so it appears complete or not at all.
+    """
+    target = Path(folder)
+    if target.exists():
+        return write_files_atomic({target / name: data for name, data in contents.items()})
+    parent = check_output(target, "output folder").parent
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent if str(parent) else ".",
+                                        prefix=f".{target.name[:_TEMP_NAME_CHARS]}.",
+                                        suffix=".tmp"))
+    except OSError as err:
+        raise ValueError(f"output folder (={str(folder)!r}) is not writable: "
+                         f"{err.strerror}") from None
+    try:
+        write_files_atomic({staging / name: data for name, data in contents.items()})
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual mode
+        os.rename(staging, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(staging)
+    return [target / name for name in contents]

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from convgrad.io import write_atomic
+from convgrad.io import write_atomic, write_folder_atomic
 
 
 def test_writes_text_and_bytes_with_umask_permissions(tmp_path):
@@ -38,4 +38,41 @@ def test_failed_rename_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
 def test_missing_folder_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="existing folder"):
         write_atomic(tmp_path / "missing" / "x.json", "{}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_folder_appears_complete_with_umask_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        written = write_folder_atomic(tmp_path / "out", {"a.md": "a", "b.png": b"\x89PNG"})
+    finally:
+        os.umask(umask)
+    folder = tmp_path / "out"
+    assert written == [folder / "a.md", folder / "b.png"]
+    assert (folder / "a.md").read_text() == "a" and (folder / "b.png").read_bytes() == b"\x89PNG"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_new_folder_is_absent_after_a_failed_write(tmp_path, monkeypatch):
+    def broken_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "rename", broken_rename)
+    with pytest.raises(OSError, match="disk full"):
+        write_folder_atomic(tmp_path / "out", {"a.md": "a", "b.md": "b"})
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
+
+
+def test_existing_folder_keeps_its_other_files(tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    (tmp_path / "a.md").write_text("old")
+    write_folder_atomic(tmp_path, {"a.md": "new", "b.md": "b"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.md", "b.md", "keep.txt"]
+    assert (tmp_path / "a.md").read_text() == "new"
+
+
+def test_new_folder_needs_an_existing_parent(tmp_path):
+    with pytest.raises(ValueError, match="existing folder"):
+        write_folder_atomic(tmp_path / "missing" / "out", {"a.md": "a"})
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-import convgrad.commands.report as report_command
+import convgrad.io
 from convgrad.cli import main
 
 # The tutorial's formulas, 0-based, in the report's LaTeX spelling.
@@ -141,14 +141,14 @@ def test_several_formats_go_to_a_folder_and_replace_on_rerun(capsys, tmp_path):
 def test_interrupted_folder_write_leaves_nothing(capsys, tmp_path, monkeypatch):
     calls = []
 
-    def failing_write(path, data):
+    def failing_temporary(path, data):
         calls.append(path)
         if len(calls) == 2:
             raise ValueError("disk full (simulated)")
-        return real_write(path, data)
+        return real_temporary(path, data)
 
-    real_write = report_command.write_atomic
-    monkeypatch.setattr(report_command, "write_atomic", failing_write)
+    real_temporary = convgrad.io._temporary
+    monkeypatch.setattr(convgrad.io, "_temporary", failing_temporary)
     code, _, err = run(capsys, "--format", "md,json", "-o", str(tmp_path / "out"))
     assert code == 2 and "disk full" in err
     assert list(tmp_path.iterdir()) == []

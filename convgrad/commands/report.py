@@ -8,17 +8,14 @@ or an interrupted run leaves no (partial) file.
 """
 
 import argparse
-import contextlib
 import os
 import re
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from convgrad.cli import UsageError
-from convgrad.io import check_output, write_atomic, write_files_atomic
+from convgrad.io import check_output, write_files_atomic, write_folder_atomic
 
 PADDING_KINDS = ("VALID", "SAME", "SAME_LOWER")
 CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1",
@@ -319,24 +316,9 @@ def _check_size(args: argparse.Namespace) -> None:
 
 
 def _write(texts: dict[str, str], targets: dict[str, Path]) -> None:
-    """Write each text, all or none: into an existing folder (or one file) through
-    ``write_files_atomic``; into a new folder through a temporary one renamed into place."""
-    folder = next(iter(targets.values())).parent
-    if len(targets) == 1 or folder.exists():
+    """Write each text, all or none: one file, or every format into its folder."""
+    if len(targets) == 1:
         write_files_atomic({path: texts[name] for name, path in targets.items()})
         return
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".report.", suffix=".tmp"))
-    try:
-        for name, path in targets.items():
-            write_atomic(staging / path.name, texts[name])
-        os.chmod(staging, 0o777 & ~_umask())
-        os.rename(staging, folder)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(staging)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    folder = next(iter(targets.values())).parent
+    write_folder_atomic(folder, {path.name: texts[name] for name, path in targets.items()})
