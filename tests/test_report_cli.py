@@ -176,6 +176,12 @@ def test_interrupted_folder_write_leaves_nothing(capsys, tmp_path, monkeypatch):
     # 998 x 998 outputs, 9 taps: far beyond what a report derives entry by entry in seconds.
     (["--input=1000x1000", "--filter=3x3"], "the case has 8,964,036 products to derive"),
     (["--input=64x64", "--channels=8x8"], "the case has 1,016,064 products to derive"),
+    # Few products, many cells: one output (a 1,025 x 1,025 padded array), or a window dilated
+    # to 61 x 61 on 4 x 4 channels (each axis 3 + 60 + 61; 16 filter planes).
+    (["--input=1024x1024", "--filter=1x1", "--stride=1024"],
+     "the case's padded arrays have up to 1,050,625 cells"),
+    (["--input=3x3", "--filter=3x3", "--dilation=30", "--padding=SAME", "--channels=4x4"],
+     "the case's padded arrays have up to 246,016 cells"),
 ])
 def test_bad_input_is_one_line_exit_2_no_file(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -194,6 +200,16 @@ def test_unwritable_output_is_one_line_exit_2_no_file(capsys, tmp_path, where):
     assert code == 2 and out == "" and err.count("\n") == 1 and "-o (=" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_a_path_ending_in_a_slash_is_a_folder_for_one_format_too(capsys, tmp_path):
+    code, _, err = run(capsys, "--format", "html", "-o", f"{tmp_path / 'new'}/")
+    assert code == 0 and err == ""
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["report.html"]
+    (tmp_path / "file").write_text("mine")
+    code, _, err = run(capsys, "-o", f"{tmp_path / 'file'}/")
+    assert code == 2 and err.count("\n") == 1 and "must be a folder, not a file" in err
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_a_folder_in_the_way_of_one_format_replaces_none(capsys, tmp_path):

@@ -24,7 +24,10 @@ from convgrad.report.mathtext import expression
 
 NON_SQUARE = dict(input_shape=(5, 4), filter_shape=(2, 3), stride=(2, 1),
                   padding=((1, 0), (0, 2)), dilation=(2, 1))
-CASES = {"seed": {}, "non-square": NON_SQUARE}
+# Negative padding crops the input (derive takes it; the command line does not).
+CROPPED = dict(input_shape=(4, 9), filter_shape=(1, 4), stride=(1, 3),
+               padding=((-1, 2), (2, -1)))
+CASES = {"seed": {}, "non-square": NON_SQUARE, "cropped": CROPPED}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PDFLATEX = shutil.which("pdflatex")
 
@@ -93,6 +96,20 @@ def test_figure_windows_give_the_output_and_the_derivative(case):
             taps = figures.rule_taps(d, p, q)
             total = sum(d.padded_G[r, c] * d.rotated_F[u, v] for (r, c), (u, v) in taps)
             assert sp.expand(total - d.dL_dX[p, q]) == 0, (p, q)
+
+
+def test_a_long_window_is_drawn_from_its_start():
+    """A window dilated to 61 x 61 cells is shown as its first LABEL_LIMIT cells per axis and a
+    margin of 2, the heading saying which part (drawing all of it took 80 s and 800 MB)."""
+    d = derive.derive_2d((3, 3), (3, 3), padding="SAME", dilation=(30, 30))
+    window = [panel for row in figures.forward_panels(d) for panel in row
+              if panel is not None and panel.title.startswith("$O_")]
+    assert window and all(panel.cells.shape == (63, 63) for panel in window)
+    for panel in window:
+        rows, cols = panel.view
+        assert len(rows) <= figures.LABEL_LIMIT + 4 and len(cols) <= figures.LABEL_LIMIT + 4
+        assert f"of {panel.cells.rows}×{panel.cells.cols}" in panel.heading
+    assert figures.forward_figure(d).startswith(b"\x89PNG")
 
 
 @pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: texlive-latex-base)")

@@ -15,16 +15,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convgrad.cli import UsageError
-from convgrad.io import check_output, write_files_atomic, write_folder_atomic
+from convgrad.io import check_output, write_folder_atomic
 
 PADDING_KINDS = ("VALID", "SAME", "SAME_LOWER")
 CASE_DEFAULTS = {"input": "3x3", "filter": "2x2", "stride": "1", "padding": "VALID", "dilation": "1",
                  "batch": "1", "channels": "1x1", "groups": "1"}
 # Guards on the case's size: a report derives every entry exactly, so its time grows with the
 # products of its forward pass (3x3 filter, SAME: 64x64 inputs 8.6 s on two cores, 128x128 19 s,
-# 170x170, 260,100 products, 30 s); each option's value is bounded too, which keeps the index
-# arithmetic in range.
+# 170x170, 260,100 products, 30 s); so does it with the cells of its arrays (padded input,
+# dilated filter, spread and padded G, drawn in the figures), which a large stride, dilation or
+# padding makes many at few products (a 1024x1024 input with stride 1024: one product, 44 s and
+# 1.2 GB); each option's value is bounded too, which keeps the index arithmetic in range.
 MAX_PRODUCTS = 2**18
+MAX_CELLS = 2**16
 MAX_VALUE = 4096
 SUFFIXES = {".md": "md", ".markdown": "md", ".tex": "tex", ".html": "html", ".htm": "html",
             ".json": "json"}
@@ -65,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="md, tex, html or json; repeat or comma-separate for several "
                         "(default: from the -o suffix, else md)")
     parser.add_argument("-o", "--output", metavar="PATH",
-                        help="a file (one format), or a folder: report.<ext> for each format "
-                        "(several formats; a new folder is made); default stdout")
+                        help="a file (one format), or a folder (several formats, or a path "
+                        "ending in /): report.<ext> for each format (a new folder is made); "
+                        "default stdout")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed (a non-negative integer) of the random numbers of the numeric "
                         "cross-check (default 0)")
@@ -198,11 +202,13 @@ def _targets(formats: list[str], output: str | None) -> dict[str, Path] | None:
         is_folder, exists = path.is_dir(), path.exists()
     except OSError as err:  # a name too long, say
         raise UsageError(f"-o (={output!r}) cannot be used: {err.strerror}") from None
-    if len(formats) == 1 and not is_folder:
+    ends_as_folder = output.endswith(("/", os.sep))
+    if len(formats) == 1 and not is_folder and not ends_as_folder:
         _require_folder(path.parent if str(path.parent) else Path("."), output)
         return {formats[0]: path}
     if exists and not is_folder:
-        raise UsageError(f"-o (={output!r}) must be a folder for several formats, not a file")
+        raise UsageError(f"-o (={output!r}) must be a folder"
+                         f"{'' if ends_as_folder else ' for several formats'}, not a file")
     _require_folder(path if is_folder else path.parent, output)
     targets = {name: path / f"report{FORMATS[name]}" for name in formats}
     for target in targets.values() if is_folder else ():  # nothing in the way of any file
@@ -295,7 +301,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_size(args: argparse.Namespace) -> None:
-    """Every option parsed, and at most ``MAX_PRODUCTS`` products in the forward pass."""
+    """Every option parsed, at most ``MAX_PRODUCTS`` products in the forward pass and at most
+    ``MAX_CELLS`` cells in each array the derivation builds."""
     import math
 
     from impl import conv_output_shape, dilate_shape, padtype_to_pads
@@ -313,12 +320,20 @@ def _check_size(args: argparse.Namespace) -> None:
         raise UsageError(f"the case has {products:,} products to derive entry by entry (at most "
                          f"{MAX_PRODUCTS:,}, half a minute on two cores); take smaller sizes, or "
                          "--general for the proofs at every size")
+    # Each array (padded input, dilated filter, padded G) has at most this many cells: per axis
+    # the padded input plus the dilated window, per plane the most planes any of them has.
+    windows = dilate_shape(window, dilation)
+    planes = max(batch * inputs, batch * outputs, outputs * (inputs // groups))
+    cells = planes * math.prod(n + lo + hi + k for n, (lo, hi), k in zip(sizes, padding, windows,
+                                                                           strict=True))
+    if cells > MAX_CELLS:
+        raise UsageError(f"the case's padded arrays have up to {cells:,} cells (at most "
+                         f"{MAX_CELLS:,}); take a smaller input, filter, dilation or padding, or "
+                         "--general for the proofs at every size")
 
 
 def _write(texts: dict[str, str], targets: dict[str, Path]) -> None:
-    """Write each text, all or none: one file, or every format into its folder."""
-    if len(targets) == 1:
-        write_files_atomic({path: texts[name] for name, path in targets.items()})
-        return
+    """Write each text, all or none (one file, or every format into its folder, which appears
+    complete if it is new)."""
     folder = next(iter(targets.values())).parent
     write_folder_atomic(folder, {path.name: texts[name] for name, path in targets.items()})

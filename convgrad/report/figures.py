@@ -65,11 +65,15 @@ View = tuple[range, range]
 
 
 def _view(shape: Sequence[int], top: int = 0, left: int = 0, height: int = 0, width: int = 0) -> View:
-    """All of a small grid; of a big one, the window at (top, left) with a margin of 2 cells."""
+    """All of a small grid; of a big one, the window at (top, left) with a margin of 2 cells, a
+    window longer than ``LABEL_LIMIT`` cells seen from its start (the heading says which part)."""
     if max(shape) <= LABEL_LIMIT:
         return range(shape[0]), range(shape[1])
-    return (range(max(top - 2, 0), min(top + height + 2, shape[0])),
-            range(max(left - 2, 0), min(left + width + 2, shape[1])))
+    return _span(top, height, shape[0]), _span(left, width, shape[1])
+
+
+def _span(start: int, length: int, size: int) -> range:
+    return range(max(start - 2, 0), min(start + min(length, LABEL_LIMIT) + 2, size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +168,14 @@ def _png(figure: Figure) -> bytes:
 
 
 def padded_input(derivation: Any) -> sp.Matrix:
-    """X surrounded by its zero padding: shape (H + lo_h + hi_h, W + lo_w + hi_w)."""
+    """X surrounded by its zero padding: shape (H + lo_h + hi_h, W + lo_w + hi_w); a negative
+    padding crops X instead."""
     (top, bottom), (left, right) = derivation.padding
     height, width = derivation.input_shape
-    padded = sp.zeros(height + top + bottom, width + left + right)
-    padded[top:top + height, left:left + width] = derivation.X
+    padded = sp.zeros(max(height + top + bottom, 0), max(width + left + right, 0))
+    for r in range(max(top, 0), min(top + height, padded.rows)):
+        for c in range(max(left, 0), min(left + width, padded.cols)):
+            padded[r, c] = derivation.X[r - top, c - left]
     return padded
 
 
