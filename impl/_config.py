@@ -79,7 +79,7 @@ def _explicit_padding(padding: object, n_spatial: int) -> Pads | str:
             f"(={n_spatial})"
         )
     pairs = []
-    for pair in padding:
+    for pair in map(_as_sequence, padding):
         if not isinstance(pair, Sequence) or len(pair) != 2 or not all(map(_is_int, pair)):
             raise TypeError(f"padding (={tuple(padding)!r}) must contain (low, high) int pairs")
         pairs.append((int(pair[0]), int(pair[1])))

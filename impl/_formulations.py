@@ -1998,7 +1998,10 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     block at a time inside a loop over images: ``_widens_per_step``), its result converted back:
     the sums it accumulates in float32 anyway, of the same products.
     """
-    if 0 in spatial_shapes(config, lhs.shape, rhs.shape)[2]:  # an empty output: lax's own
+    out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)[2]
+    if not out_spatial or 0 in (*lhs.shape, *rhs.shape, *out_spatial):
+        # No spatial axes (a matrix product), or nothing to sum or nothing to write (an empty
+        # output, or zeros): lax's own, which the formulations need not handle.
         return lax_conv(lhs, rhs, config)
     if _widens_bfloat16(lhs.dtype, config):
         if len(config.window_strides) == 1 and max(config.feature_group_count,

@@ -244,3 +244,44 @@ def test_an_empty_output_and_its_zero_gradients_as_in_lax(case, dtype, op):
             assert (actual.shape, actual.dtype) == (wanted.shape, wanted.dtype)
             np.testing.assert_array_equal(actual, wanted)
     assert not np.any(np.asarray(expected[1])) and not np.any(np.asarray(expected[2]))
+
+
+# Operands with a zero-size feature axis, and operands with no spatial axes (a convolution that
+# is a matrix product), which lax takes: both ops used to raise ZeroDivisionError or ValueError
+# from the CPU formulations (3-D folding, grouped blocks), now they give lax's results.
+NO_WORK_CASES = {
+    "3-D, no output features": ((1, 2, 3, 3, 3), (0, 2, 2, 2, 2), {}),
+    "3-D, no input features": ((1, 0, 3, 3, 3), (4, 0, 2, 2, 2), {}),
+    "grouped, no input features": ((2, 0, 6, 6), (8, 0, 3, 3), {"feature_group_count": 4}),
+    "depthwise, no images": ((0, 4, 6, 6), (4, 1, 3, 3), {"feature_group_count": 4}),
+    "no spatial axes, grouped": ((4, 4), (6, 2), {"feature_group_count": 2}),
+    "no spatial axes, batch groups": ((4, 4), (6, 4), {"batch_group_count": 2}),
+    "no spatial axes, dense": ((3, 4), (5, 4), {}),
+}
+
+
+@pytest.mark.parametrize("op", [impl.conv_general_dilated, impl.primitive.conv_general_dilated],
+                         ids=["op", "primitive"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", NO_WORK_CASES)
+def test_zero_sizes_and_no_spatial_axes_as_in_lax(case, dtype, op):
+    lhs_shape, rhs_shape, groups = NO_WORK_CASES[case]
+    kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), "padding": "VALID", **groups}
+    rng = np.random.default_rng(0)
+    lhs, rhs = (jnp.asarray(rng.standard_normal(shape), dtype) for shape in (lhs_shape, rhs_shape))
+    expected_out, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kwargs), lhs, rhs)
+    cotangent = jnp.asarray(rng.standard_normal(expected_out.shape), dtype)
+    expected = (expected_out, *vjp(cotangent))
+    for step in (op, jax.jit(op, static_argnames=tuple(kwargs))):
+        out, vjp = jax.vjp(lambda a, b, step=step: step(a, b, **kwargs), lhs, rhs)
+        for actual, wanted in zip((out, *vjp(cotangent)), expected, strict=True):
+            assert (actual.shape, actual.dtype) == (wanted.shape, wanted.dtype)
+            np.testing.assert_allclose(actual, wanted, rtol=tolerance(dtype), atol=0)
+
+
+def test_padding_pairs_may_be_arrays_as_in_lax():
+    lhs, rhs = jnp.arange(25.0).reshape(1, 1, 5, 5), jnp.ones((1, 1, 2, 2))
+    pairs = (np.array([1, 0]), jnp.array([0, 1]))
+    expected = lax.conv_general_dilated(lhs, rhs, (1, 1), ((1, 0), (0, 1)))
+    for op in (impl.conv_general_dilated, impl.primitive.conv_general_dilated):
+        np.testing.assert_array_equal(op(lhs, rhs, (1, 1), pairs), expected)
