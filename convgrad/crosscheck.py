@@ -116,18 +116,27 @@ class DtypeResult:
     failures: list[str] = dataclasses.field(default_factory=list)
 
 
-def _exact_inputs(case: Case, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """lhs, rhs and the output cotangent in float64, each value exact in every checked dtype.
+# Dtypes whose rows draw inputs at float32's full precision (``_exact_inputs``).
+FULL_PRECISION_DTYPES = ("float32", "float64")
 
-    Standard normal draws rounded to bfloat16 (8 significant bits) with magnitudes kept in
-    [1/64, 8], so bfloat16, float16 (normal range), float32 and float64 all hold them exactly:
-    every dtype sees the same inputs and one float64 reference serves them all, while the
-    convolutions' products and sums still round in the narrower types.
+
+def _exact_inputs(case: Case, seed: int, dtype: str = "bfloat16"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """lhs, rhs and the output cotangent in float64, each value exact in ``dtype``.
+
+    For float32 and float64: standard normal draws rounded to float32, so that all 24 significant
+    bits count and a convolution computed in fewer (a bfloat16 or TF32 pass where the row asks
+    for ``HIGHEST``) is far from the float64 reference. For bfloat16 and float16: draws rounded to
+    bfloat16 (8 significant bits) with magnitudes kept in [1/64, 8], which both hold exactly (and
+    so do float32 and float64): their convolutions' products and sums still round in the narrow
+    type, and one float64 reference serves both.
     """
     rng = np.random.default_rng(seed)
 
     def draw(shape: Sequence[int]) -> np.ndarray:
         values = rng.standard_normal(shape)
+        if dtype in FULL_PRECISION_DTYPES:
+            return values.astype(np.float32).astype(np.float64)
         values = np.sign(values) * np.clip(np.abs(values), 1 / 64, 8)
         return values.astype(jnp.bfloat16).astype(np.float64)
 
@@ -157,9 +166,10 @@ def _as_float64(arrays: Sequence[jax.Array]) -> list[np.ndarray]:
     return [np.asarray(array).astype(np.float64) for array in arrays]
 
 
-def reference(case: Case, seed: int = 0) -> list[np.ndarray]:
-    """Output and gradients of native lax autodiff in float64 on the CPU (x64 must be enabled)."""
-    lhs, rhs, cotangent = _exact_inputs(case, seed)
+def reference(case: Case, seed: int = 0, dtype: str = "bfloat16") -> list[np.ndarray]:
+    """Output and gradients of native lax autodiff in float64 on the CPU (x64 must be enabled),
+    for the inputs of ``dtype``'s rows (``_exact_inputs``)."""
+    lhs, rhs, cotangent = _exact_inputs(case, seed, dtype)
     cpu = jax.devices("cpu")[0]
     kwargs = dict(case.kwargs, precision=lax.Precision.HIGHEST)
     arrays = [jax.device_put(np.asarray(a, np.float64), cpu) for a in (lhs, rhs, cotangent)]
@@ -168,9 +178,10 @@ def reference(case: Case, seed: int = 0) -> list[np.ndarray]:
 
 def check_case(case: Case, dtype: str, device: jax.Device, expected: Sequence[np.ndarray],
                precision: str = "highest", seed: int = 0) -> Row:
-    """The op against native autodiff on ``device`` (one compilation for both) and ``expected``."""
+    """The op against native autodiff on ``device`` (one compilation for both) and ``expected``
+    (``reference(case, seed, dtype)``)."""
     lhs, rhs, cotangent = (jax.device_put(np.asarray(a).astype(dtype), device)
-                           for a in _exact_inputs(case, seed))
+                           for a in _exact_inputs(case, seed, dtype))
     kwargs = dict(case.kwargs, precision=PRECISIONS[precision])
     ours_fn = _vjp_outputs(impl.conv_general_dilated, kwargs)
     native_fn = _vjp_outputs(lax.conv_general_dilated, kwargs)
@@ -193,11 +204,14 @@ def run_grid(device: jax.Device, dtypes: Sequence[str] = DTYPES,
              ) -> tuple[list[DtypeResult], list[Row]]:
     """Check every case in every dtype on ``device``; returns per-dtype summaries and all rows."""
     cases = list(default_grid()) if cases is None else list(cases)
-    references = [reference(case) for case in cases]
+    references: dict[bool, list[list[np.ndarray]]] = {}
     results, rows = [], []
     for dtype in dtypes:
+        full = dtype in FULL_PRECISION_DTYPES  # the two kinds of inputs, one reference each
+        if full not in references:
+            references[full] = [reference(case, dtype=dtype) for case in cases]
         result = DtypeResult(dtype, precision)
-        for case, expected in zip(cases, references, strict=True):
+        for case, expected in zip(cases, references[full], strict=True):
             row = check_case(case, dtype, device, expected, precision)
             progress(row)
             rows.append(row)
@@ -394,28 +408,78 @@ def exported_grad(conv: Callable[..., jax.Array], platform: str, case: Case,
         *args).mlir_module()
 
 
+class JaxConvAutodiffUsed(AssertionError):
+    """JAX's own JVP or transpose rule of ``lax.conv_general_dilated`` was called."""
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise JaxConvAutodiffUsed("JAX's own autodiff rule of conv_general_dilated was used")
+
+
+@contextlib.contextmanager
+def without_jax_conv_autodiff() -> Iterator[None]:
+    """JAX's own JVP and transpose rules of the convolution replaced by ones that raise.
+
+    A program traced inside needs the op's rule for its gradient: the rotated filter alone does
+    not show it, for JAX's own transpose rule reverses the filter and feeds it to a convolution
+    too. Caches are cleared on entry and exit, so nothing traced with the real rules is reused.
+    """
+    from jax.interpreters import ad
+
+    primitive = lax.conv_general_dilated_p
+    saved = [(table, table[primitive]) for table in (ad.primitive_jvps, ad.primitive_transposes)]
+    jax.clear_caches()
+    try:
+        for table, _ in saved:
+            table[primitive] = _refuse
+        yield
+    finally:
+        for table, rule in saved:
+            table[primitive] = rule
+        jax.clear_caches()
+
+
+def _export_without_jax_conv_autodiff(conv: Callable[..., jax.Array], platform: str,
+                                      case: Case) -> str | None:
+    """``exported_grad`` traced ``without_jax_conv_autodiff``; None where that needed them."""
+    with without_jax_conv_autodiff():
+        try:
+            return exported_grad(conv, platform, case)
+        except JaxConvAutodiffUsed:
+            return None
+
+
 def lowering_check(platform: str, case: Case) -> dict[str, Any]:
     """Export jit(grad) of ``sum(sin(op))`` for ``platform`` and look for the rotated filter.
 
-    Passes when the filter is reversed over its spatial axes and the reversal feeds a convolution,
-    and, on platforms other than CPU (where the op chooses its own formulations), when its
-    convolutions are exactly native autodiff's (row key ``convolutions_as_native``). Off CPU the
-    op lowers the native convolution for its forward and for its rule's two convolutions
-    (``impl._formulations.conv``); where the rule's are also those of JAX's own transpose rules,
-    an accelerator's compiler gets the same convolutions for both programs and picks the same
-    kernels.
+    Passes when the export needs none of JAX's own autodiff rules of the convolution (they are
+    replaced by ones that raise; native autodiff, exported the same way, must raise: row key
+    ``native_needs_jax_rules``), the filter is reversed over its spatial axes and the reversal
+    feeds a convolution, and, on platforms other than CPU (where the op chooses its own
+    formulations), its convolutions are exactly native autodiff's (row key
+    ``convolutions_as_native``). Off CPU the op lowers the native convolution for its forward and
+    for its rule's two convolutions (``impl._formulations.conv``); where the rule's are also those
+    of JAX's own transpose rules, an accelerator's compiler gets the same convolutions for both
+    programs and picks the same kernels.
     """
     config = impl.make_config(jax.ShapeDtypeStruct(case.lhs_shape, jnp.float32),
                               jax.ShapeDtypeStruct(case.rhs_shape, jnp.float32), **case.kwargs)
-    ours = exported_grad(impl.conv_general_dilated, platform, case)
     native = exported_grad(lax.conv_general_dilated, platform, case)
-    counts = rotated_filter_uses(ours, config.dimension_numbers.rhs_spec[2:])
-    as_native = convolution_signatures(ours) == convolution_signatures(native)
-    feeds = "convolution" if counts["convolutions"] else "nothing"
+    native_needs_rules = _export_without_jax_conv_autodiff(
+        lax.conv_general_dilated, platform, case) is None
+    ours = _export_without_jax_conv_autodiff(impl.conv_general_dilated, platform, case)
+    if ours is None:
+        counts, as_native = {"reverses": 0, "convolutions": 0}, False
+    else:
+        counts = rotated_filter_uses(ours, config.dimension_numbers.rhs_spec[2:])
+        as_native = convolution_signatures(ours) == convolution_signatures(native)
+    feeds = ("JAX's own rules" if ours is None
+             else "convolution" if counts["convolutions"] else "nothing")
     return {"platform": platform, "case": case.describe(), **counts, "rotated_filter_feeds": feeds,
+            "own_rule": ours is not None, "native_needs_jax_rules": native_needs_rules,
             "convolutions_as_native": as_native,
-            "ok": counts["reverses"] > 0 and counts["convolutions"] > 0
-            and (as_native or platform == "cpu")}
+            "ok": ours is not None and native_needs_rules and counts["reverses"] > 0
+            and counts["convolutions"] > 0 and (as_native or platform == "cpu")}
 
 
 def environment(device: jax.Device) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """``convgrad crosscheck``: platform selection, lowering for absent platforms, error reporting."""
 
+import functools
 import json
 
 import jax
@@ -57,9 +58,41 @@ def test_lower_only_finds_the_rotated_filter_on_every_platform(tmp_path, capsys)
         assert row["ok"] and row["reverses"] >= 1 and row["convolutions"] >= 1, row
         assert row["rotated_filter_feeds"] == "convolution", row
         assert row["convolutions_as_native"] or row["platform"] == "cpu", row
+        assert row["own_rule"] and row["native_needs_jax_rules"], row
     # On CPU the op's formulations replace native's convolutions: the comparison does tell.
     assert not all(row["convolutions_as_native"] for row in rows if row["platform"] == "cpu")
     assert "rotated filter feeds" in capsys.readouterr().out
+
+
+def _by_jax_autodiff(lhs, rhs, **kwargs):
+    """A custom_vjp op whose backward asks JAX for the derivative of the forward."""
+    conv = functools.partial(lax.conv_general_dilated, **kwargs)
+
+    @jax.custom_vjp
+    def op(lhs, rhs):
+        return conv(lhs, rhs)
+
+    op.defvjp(lambda lhs, rhs: (conv(lhs, rhs), (lhs, rhs)),
+              lambda operands, cotangent: jax.vjp(conv, *operands)[1](cotangent))
+    return op(lhs, rhs)
+
+
+@pytest.mark.parametrize("wrong", [lax.conv_general_dilated, _by_jax_autodiff],
+                         ids=["native autodiff", "custom_vjp through jax.vjp"])
+@pytest.mark.parametrize("platform", ["cpu", "tpu"])
+def test_lower_only_fails_a_backward_by_jax_autodiff(monkeypatch, platform, wrong):
+    # JAX's own transpose rule reverses the filter and feeds it to a convolution too: the filter
+    # alone cannot tell (both wrong ops showed reverses=1, convolutions=1, ok, before the check
+    # exported with JAX's rules refused).
+    monkeypatch.setattr(crosscheck.impl, "conv_general_dilated", wrong)
+    case = crosscheck.lowering_cases()[0]
+    assert crosscheck.rotated_filter_uses(crosscheck.exported_grad(wrong, platform, case),
+                                          (2, 3))["convolutions"] >= 1
+    row = crosscheck.lowering_check(platform, case)
+    assert not row["ok"] and not row["own_rule"] and row["native_needs_jax_rules"], row
+    # JAX's own rules are back afterwards.
+    jax.grad(lambda f: jnp.sum(lax.conv_general_dilated(jnp.ones((1, 1, 3, 3)), f, (1, 1),
+                                                        "VALID")))(jnp.ones((1, 1, 2, 2)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -145,10 +178,33 @@ def test_a_wrong_op_is_a_mismatch(monkeypatch):
 
 
 def test_inputs_are_exact_in_every_checked_dtype():
-    lhs, rhs, cotangent = crosscheck._exact_inputs(SMALL_CASES[0], seed=3)
-    for array in (lhs, rhs, cotangent):
-        for dtype in ("bfloat16", "float16", "float32"):
-            np.testing.assert_array_equal(np.asarray(jnp.asarray(array, dtype), np.float64), array)
+    for row_dtype, exact_in in [("bfloat16", ("bfloat16", "float16", "float32")),
+                                ("float16", ("bfloat16", "float16", "float32")),
+                                ("float32", ("float32",)), ("float64", ("float32",))]:
+        lhs, rhs, cotangent = crosscheck._exact_inputs(SMALL_CASES[0], 3, row_dtype)
+        for array in (lhs, rhs, cotangent):
+            for dtype in exact_in:
+                np.testing.assert_array_equal(np.asarray(jnp.asarray(array, dtype), np.float64),
+                                              array)
+        if row_dtype in crosscheck.FULL_PRECISION_DTYPES:  # all of float32's bits in use
+            narrowed = np.asarray(jnp.asarray(lhs, "bfloat16"), np.float64)
+            assert np.mean(narrowed != lhs) > 0.9
+
+
+def test_a_convolution_in_bfloat16_passes_is_a_mismatch_in_float32(monkeypatch):
+    # An op whose products drop to bfloat16 precision (as one bfloat16 pass on a TPU or TF32 on
+    # a GPU would where the row asks for HIGHEST) must fail the float32 row: its inputs use all
+    # 24 bits (with inputs exact in bfloat16 it passed, rel 1.2e-7).
+    def one_pass(lhs, rhs, *args, **kwargs):
+        lhs, rhs = (a.astype(jnp.bfloat16).astype(a.dtype) for a in (lhs, rhs))
+        return lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+
+    monkeypatch.setattr(crosscheck.impl, "conv_general_dilated", one_pass)
+    device = jax.devices("cpu")[0]
+    expected = crosscheck.reference(SMALL_CASES[0], dtype="float32")
+    row = crosscheck.check_case(SMALL_CASES[0], "float32", device, expected)
+    assert not row.ok
+    assert row.rel_vs_reference > 1e-4 > 1e-6 > row.native_rel_vs_reference
 
 
 def test_no_platform_selection_conditional_is_left_in_a_one_platform_program():

@@ -74,13 +74,17 @@ def _run_lowering(platforms_text: str) -> tuple[dict[str, Any], bool]:
                              f"{crosscheck.EXPORT_PLATFORMS}")
     rows = [crosscheck.lowering_check(platform, case)
             for platform in platforms for case in crosscheck.lowering_cases()]
-    print(f"{'platform':<8} {'reverse':>7} {'convs':>5}  rotated filter feeds  "
+    print(f"{'platform':<8} {'own rule':<8} {'reverse':>7} {'convs':>5}  rotated filter feeds  "
           f"convs as native  status  case")
     for row in rows:
-        as_native = "yes" if row["convolutions_as_native"] else "no"
-        print(f"{row['platform']:<8} {row['reverses']:>7} {row['convolutions']:>5}  "
+        own, as_native = ("yes" if row[key] else "no"
+                          for key in ("own_rule", "convolutions_as_native"))
+        print(f"{row['platform']:<8} {own:<8} {row['reverses']:>7} {row['convolutions']:>5}  "
               f"{row['rotated_filter_feeds']:<20}  {as_native:<15}  "
               f"{'ok' if row['ok'] else 'FAIL':<6}  {row['case']}")
+    print("own rule: exported with JAX's own autodiff rules of the convolution replaced by ones "
+          "that raise (native autodiff must then fail to export, and did"
+          f"{'' if all(row['native_needs_jax_rules'] for row in rows) else ' NOT everywhere'})")
     print("convs as native: the program's convolutions are exactly native autodiff's (required "
           "off CPU; on CPU the op chooses its own formulations)")
     return {"lowering": rows}, all(row["ok"] for row in rows)
