@@ -207,6 +207,31 @@ def test_nan_and_inf_flow_through_as_in_lax(options, dtype):
                                    atol=tolerance(dtype) * scale)
 
 
+@pytest.mark.parametrize("groups", ["feature", "depthwise", "batch"])
+def test_grouped_finite_values_agree_with_lax_beside_nan_and_inf(groups):
+    """Where the grouped kinds place NaN/Inf differently (the strict xfails above), every entry
+    that is finite in both still agrees with lax (float64)."""
+    case = make_case({"rank": 2, "strides": "mixed", "layout": "default", "batch": "full",
+                      **next(options for options in NON_FINITE_CHOICES
+                             if options["groups"] == groups)})
+    rng = np.random.default_rng(0)
+    lhs = jnp.asarray(_with_non_finite(rng, case.lhs_shape))
+    rhs = jnp.asarray(_with_non_finite(rng, case.rhs_shape))
+    out_shape = jax.eval_shape(lambda lhs, rhs: lax.conv_general_dilated(lhs, rhs, **case.kwargs),
+                               lhs, rhs).shape
+    cotangent = jnp.asarray(_with_non_finite(rng, out_shape))
+    ours = vjp_outputs(impl.conv_general_dilated, lhs, rhs, cotangent, case.kwargs)
+    native = vjp_outputs(lax.conv_general_dilated, lhs, rhs, cotangent, case.kwargs)
+    for what, ours_part, native_part in zip(("O", "dL/dlhs", "dL/drhs"), ours, native,
+                                            strict=True):
+        ours_part, native_part = np.asarray(ours_part), np.asarray(native_part)
+        both = np.isfinite(ours_part) & np.isfinite(native_part)
+        assert both.any(), what
+        scale = max(float(np.max(np.abs(native_part[both]))), 1.0)
+        np.testing.assert_allclose(ours_part[both], native_part[both], rtol=0, err_msg=what,
+                                   atol=tolerance("float64") * scale)
+
+
 # A window larger than the padded input: lax returns an empty output, and zero gradients; so do
 # both ops (they refused such cases before: a drop-in must not).
 EMPTY_OUTPUTS = {
