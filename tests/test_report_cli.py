@@ -246,8 +246,9 @@ def test_general_proofs_report(capsys):
     assert code == 0 and err == ""
     for title in ("## Stride 1", "## Symbolic dilation d", "## Symbolic stride s",
                   "## Symbolic padding p", "## Stride, dilations and padding at once"):
-        assert title in out
-    assert out.count("Verified: the symbolic steps went through") == 5 and "NOT verified" not in out
+        assert f"{title} (1-D)" in out and f"{title} (2-D)" in out
+    assert out.count("Verified: the symbolic steps went through") == 10
+    assert "NOT verified" not in out
     # Both identities of each proof, with the derivative written as a partial derivative.
     assert out.count(r"\frac{\partial L}{\partial {X}_{j}} =") >= 5
     assert out.count("$$") % 2 == 0

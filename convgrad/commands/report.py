@@ -271,10 +271,11 @@ def _general_texts(args: argparse.Namespace, formats: list[str]) -> dict[str, st
         raise UsageError(f"--general proves every size at once; drop {', '.join(case_options)}")
     progress = _progress()
     proofs = []
-    for done, kind in enumerate(derive.PROOF_KINDS, start=1):
-        proofs.append(derive.general_proof(kind))
+    wanted = [(kind, ndim) for kind in derive.PROOF_KINDS for ndim in (1, 2)]
+    for done, (kind, ndim) in enumerate(wanted, start=1):
+        proofs.append(derive.general_proof(kind, ndim))
         if progress is not None:
-            progress("proofs", done, len(derive.PROOF_KINDS))
+            progress("proofs", done, len(wanted))
     return general_report(proofs, formats)
 
 

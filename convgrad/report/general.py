@@ -36,7 +36,7 @@ def _sizes_text(sample: Sequence[Any]) -> str:
 
 def _proof_blocks(proof: Any) -> list[Block]:
     blocks: list[Block] = [
-        Heading(2, KIND_TITLES.get(proof.kind, proof.kind)),
+        Heading(2, f"{KIND_TITLES.get(proof.kind, proof.kind)} ({proof.ndim}-D)"),
         Paragraph((proof.statement,)),
         Paragraph(("Proven identities:",)),
         *(DisplayMath(mt.expression(identity)) for identity in proof.identities),
@@ -61,9 +61,9 @@ def general_document(proofs: Sequence[Any]) -> Document:
         Paragraph(("Each proof treats the sizes (input n, filter k, output m, and the named "
                    "options) as symbols: the gradient from differentiating L is turned, step by "
                    "step, into the same sum as the rotated-filter rule, so the rule holds for "
-                   "every size at once. In two dimensions every sum runs over both axes and each "
-                   "summand is a product of one factor per axis, so the 1-D proof applies axis "
-                   "by axis.",)),
+                   "every size at once. Each kind is proved for one spatial axis (1-D) and again "
+                   "for two (2-D, images), where every size is a symbol per axis and every sum "
+                   "runs over both axes.",)),
     ]
     for proof in proofs:
         blocks += _proof_blocks(proof)
@@ -85,6 +85,7 @@ def general_data(proofs: Sequence[Any]) -> dict[str, Any]:
                 "checked_sizes": [[_axis(axis) for axis in sample]
                                   for sample in proof.checked_sizes],
                 "verified": bool(proof.verified),
+                "failures": list(proof.failures),
             }
             for proof in proofs
         ],

@@ -1,6 +1,7 @@
 r"""A standalone LaTeX document (``article``, ``amsmath``) that compiles with pdflatex.
 
-Equations are ``align*`` environments that may break across pages; the Unicode the text uses
+Equations are ``align*`` environments that may break across pages, and a single displayed
+equation wider than the page is scaled down to its width (``\fitmath``); the Unicode the text uses
 (∂, ×, Σ, …) is declared in the preamble. Figures are bitmaps that a single ``.tex`` file cannot
 hold: the LaTeX report draws their grids natively, as tables of coloured cells (``colortbl``).
 
@@ -40,8 +41,12 @@ PREAMBLE = r"""\documentclass[11pt]{article}
 \usepackage{amsmath,amssymb}
 \usepackage[table]{xcolor}
 \usepackage{booktabs}
+\usepackage{graphicx}
 \allowdisplaybreaks
 \setcounter{MaxMatrixCols}{40}
+\newsavebox{\fitbox}
+\newcommand{\fitmath}[1]{\sbox{\fitbox}{$\displaystyle #1$}%%
+  \ifdim\wd\fitbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\fitbox}}\else\usebox{\fitbox}\fi}
 %s
 \title{%s}
 \date{}
@@ -81,8 +86,8 @@ def _block(block: Block) -> str:
         return f"\\{'sub' * (block.level - 2)}section*{{{escape(block.text)}}}"
     if isinstance(block, Paragraph):
         return _inline(block.parts)
-    if isinstance(block, DisplayMath):
-        return f"\\[\n{block.math.latex}\n\\]"
+    if isinstance(block, DisplayMath):  # one line, shrunk to the page's width if wider
+        return f"\\[\n\\fitmath{{{block.math.latex}}}\n\\]"
     if isinstance(block, Equations):
         body = " \\\\\n".join(aligned_rows(block.rows, _terms_per_line(block.rows)))
         return f"\\begin{{align*}}\n{body}\n\\end{{align*}}"
