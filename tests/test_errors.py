@@ -251,24 +251,33 @@ EMPTY_OUTPUTS = {
 }
 
 
-@pytest.mark.parametrize("op", [impl.conv_general_dilated, impl.primitive.conv_general_dilated],
-                         ids=["op", "primitive"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("case", EMPTY_OUTPUTS)
-def test_an_empty_output_and_its_zero_gradients_as_in_lax(case, dtype, op):
-    lhs_shape, rhs_shape, kwargs = EMPTY_OUTPUTS[case]
+def _as_in_lax(op, lhs_shape, rhs_shape, kwargs, dtype):
+    """``op``'s output and vjp, eager and under jit, equal (within ``dtype``'s tolerance) to
+    lax's, with their shapes and dtypes; returns lax's (output, dL/dlhs, dL/drhs)."""
     rng = np.random.default_rng(0)
     lhs, rhs = (jnp.asarray(rng.standard_normal(shape), dtype) for shape in (lhs_shape, rhs_shape))
     expected_out, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kwargs), lhs, rhs)
-    assert expected_out.size == 0  # the case is one
-    cotangent = jnp.ones(expected_out.shape, expected_out.dtype)
+    cotangent = jnp.asarray(rng.standard_normal(expected_out.shape), dtype)
     expected = (expected_out, *vjp(cotangent))
     for step in (op, jax.jit(op, static_argnames=tuple(kwargs))):
         out, vjp = jax.vjp(lambda a, b, step=step: step(a, b, **kwargs), lhs, rhs)
         for actual, wanted in zip((out, *vjp(cotangent)), expected, strict=True):
             assert (actual.shape, actual.dtype) == (wanted.shape, wanted.dtype)
-            np.testing.assert_array_equal(actual, wanted)
-    assert not np.any(np.asarray(expected[1])) and not np.any(np.asarray(expected[2]))
+            np.testing.assert_allclose(actual, wanted, rtol=tolerance(dtype), atol=0)
+    return expected
+
+
+BOTH_OPS = pytest.mark.parametrize(
+    "op", [impl.conv_general_dilated, impl.primitive.conv_general_dilated], ids=["op", "primitive"])
+
+
+@BOTH_OPS
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", EMPTY_OUTPUTS)
+def test_an_empty_output_and_its_zero_gradients_as_in_lax(case, dtype, op):
+    out, lhs_grad, rhs_grad = _as_in_lax(op, *EMPTY_OUTPUTS[case], dtype)
+    assert out.size == 0  # the case is one
+    assert not np.any(np.asarray(lhs_grad)) and not np.any(np.asarray(rhs_grad))
 
 
 # Operands with a zero-size feature axis, and operands with no spatial axes (a convolution that
@@ -285,23 +294,13 @@ NO_WORK_CASES = {
 }
 
 
-@pytest.mark.parametrize("op", [impl.conv_general_dilated, impl.primitive.conv_general_dilated],
-                         ids=["op", "primitive"])
+@BOTH_OPS
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", NO_WORK_CASES)
 def test_zero_sizes_and_no_spatial_axes_as_in_lax(case, dtype, op):
     lhs_shape, rhs_shape, groups = NO_WORK_CASES[case]
     kwargs = {"window_strides": (1,) * (len(lhs_shape) - 2), "padding": "VALID", **groups}
-    rng = np.random.default_rng(0)
-    lhs, rhs = (jnp.asarray(rng.standard_normal(shape), dtype) for shape in (lhs_shape, rhs_shape))
-    expected_out, vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kwargs), lhs, rhs)
-    cotangent = jnp.asarray(rng.standard_normal(expected_out.shape), dtype)
-    expected = (expected_out, *vjp(cotangent))
-    for step in (op, jax.jit(op, static_argnames=tuple(kwargs))):
-        out, vjp = jax.vjp(lambda a, b, step=step: step(a, b, **kwargs), lhs, rhs)
-        for actual, wanted in zip((out, *vjp(cotangent)), expected, strict=True):
-            assert (actual.shape, actual.dtype) == (wanted.shape, wanted.dtype)
-            np.testing.assert_allclose(actual, wanted, rtol=tolerance(dtype), atol=0)
+    _as_in_lax(op, lhs_shape, rhs_shape, kwargs, dtype)
 
 
 def test_padding_pairs_may_be_arrays_as_in_lax():
