@@ -204,20 +204,20 @@ class TorchWorker:
     Raises ``ValueError`` if ``python`` cannot be started or has no PyTorch.
     """
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, source: str = TORCH_PYTHON_VARIABLE) -> None:
         try:
             self._process = subprocess.Popen(
                 [python, torch_worker.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 text=True)
             self._dropped: list[int] = []  # steps that are garbage here, to drop there
         except OSError as error:
-            raise ValueError(f"{TORCH_PYTHON_VARIABLE} (={python!r}) cannot be started: "
+            raise ValueError(f"{source} (={python!r}) cannot be started: "
                              f"{error.strerror or error}") from error
         try:
             self.versions = self._request({"op": "versions"})
         except RuntimeError as error:
             self.close()
-            raise ValueError(f"{TORCH_PYTHON_VARIABLE} (={python!r}): {error}") from error
+            raise ValueError(f"{source} (={python!r}): {error}") from error
 
     def _request(self, request: dict[str, Any]) -> dict[str, Any]:
         assert self._process.stdin is not None and self._process.stdout is not None
@@ -266,9 +266,9 @@ class TorchWorker:
 _WORKERS: dict[str, TorchWorker] = {}
 
 
-def _worker_for(python: str) -> TorchWorker:
+def _worker_for(python: str, source: str = TORCH_PYTHON_VARIABLE) -> TorchWorker:
     if python not in _WORKERS:
-        _WORKERS[python] = TorchWorker(python)
+        _WORKERS[python] = TorchWorker(python, source)
         atexit.register(_WORKERS[python].close)
     return _WORKERS[python]
 
@@ -279,11 +279,12 @@ def _torch_worker() -> TorchWorker | None:
     return _worker_for(python) if python else None
 
 
-def use_torch_python(python: str) -> None:
+def use_torch_python(python: str, source: str = TORCH_PYTHON_VARIABLE) -> None:
     """Run PyTorch's steps in the interpreter ``python`` from now on, in this process and in the
-    fresh ones it starts (``TORCH_PYTHON_VARIABLE``). Its worker starts here: ``ValueError`` if
-    it cannot, or if that Python has no PyTorch."""
-    _worker_for(python)
+    fresh ones it starts (``TORCH_PYTHON_VARIABLE``). Its worker starts here: ``ValueError``
+    naming ``source`` (where ``python`` came from) if it cannot, or if that Python has no
+    PyTorch."""
+    _worker_for(python, source)
     os.environ[TORCH_PYTHON_VARIABLE] = python
 
 

@@ -19,6 +19,23 @@ class UsageError(ValueError):
     """A user-facing error: printed as one line, exit code 2."""
 
 
+def comma_list(option: str, text: str, choices: Sequence[str]) -> list[str]:
+    """The comma-separated entries of ``text``, each one of ``choices`` and none named twice;
+    else a ``UsageError`` naming ``option``.
+
+    >>> comma_list("--dtypes", "float32,bfloat16", ("float32", "bfloat16"))
+    ['float32', 'bfloat16']
+    """
+    entries = text.split(",")
+    for entry in entries:
+        if entry not in choices:
+            raise UsageError(f"{option} entry (={entry!r}) must be one of {', '.join(choices)}")
+    for entry in entries:
+        if entries.count(entry) > 1:
+            raise UsageError(f"{option} (={text!r}) names {entry!r} twice")
+    return entries
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(

@@ -1,12 +1,15 @@
 """Atomic output: a file is either absent or complete, never half-written.
 
 Commands check their output paths before they start work (``check_output``), so a bad path costs
-nothing, and write several files all or none (``write_files_atomic``).
+nothing, and write several files all or none (``write_files_atomic``). A regular file is written
+beside its target and renamed over it (through a symbolic link: over the file it names, the link
+kept); a device or a pipe (``/dev/stdout``, ``/dev/null``) is written in place.
 """
 
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,20 +25,41 @@ def _umask() -> int:
     return current
 
 
+def _is_special(target: Path) -> bool:
+    """Whether ``target`` exists (through links) as neither a regular file nor a folder: a
+    device, a pipe or a socket, written in place."""
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _regular(target: Path) -> Path:
+    """Where a regular file written to ``target`` lies: the file a link names, links resolved."""
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 def check_output(path: str | os.PathLike[str], option: str = "output path") -> Path:
     """``path`` as a ``Path`` if a file can be written there, else a ``ValueError`` naming
-    ``option``: its folder must exist and be writable, and it must not be a folder itself."""
+    ``option``: its folder must exist and be writable, and it must not be a folder itself (a
+    device or a pipe must be writable)."""
     target = Path(path)
     shown = f"{option} (={str(path)!r})"
     if not str(path).strip():
         raise ValueError(f"{shown} must not be empty")
-    folder = target.parent if str(target.parent) else Path(".")
     try:
+        if _is_special(target):
+            if not os.access(target, os.W_OK):
+                raise ValueError(f"{shown} is not writable")
+            return target
+        regular = _regular(target)
+        folder = regular.parent if str(regular.parent) else Path(".")
         if not folder.is_dir():
             raise ValueError(f"{shown} must be in an existing folder")
-        if target.is_dir():
+        if regular.is_dir():
             raise ValueError(f"{shown} is a folder, not a file")
-    except OSError as err:  # a name too long, say
+    except OSError as err:  # a name too long, a loop of links, say
         raise ValueError(f"{shown} cannot be used: {err.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{shown} is not writable")
@@ -73,16 +97,24 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
 def write_files_atomic(contents: Mapping[str | os.PathLike[str], str | bytes]) -> list[Path]:
     """Write several files all or none, as far as the file system allows: every path is checked
     (``check_output``) and every text written to a temporary file beside its target before the
-    first target is replaced; on an error before that, no target is touched."""
+    first target is replaced; on an error before that, no target is touched. Devices and pipes
+    are written in place, after the temporary files and before any rename."""
     targets = [check_output(path) for path in contents]
-    temporaries: list[str] = []
+    special = [_is_special(target) for target in targets]
+    temporaries: list[tuple[str, Path]] = []
     try:
-        for target, data in zip(targets, contents.values(), strict=True):
-            temporaries.append(_temporary(target, data))
-        for temp_name, target in zip(temporaries, targets, strict=True):
-            os.replace(temp_name, target)
+        for target, data, in_place in zip(targets, contents.values(), special, strict=True):
+            if not in_place:
+                regular = _regular(target)
+                temporaries.append((_temporary(regular, data), regular))
+        for target, data, in_place in zip(targets, contents.values(), special, strict=True):
+            if in_place:
+                with open(target, "wb") as stream:
+                    stream.write(data.encode() if isinstance(data, str) else data)
+        for temp_name, regular in temporaries:
+            os.replace(temp_name, regular)
     finally:
-        for temp_name in temporaries:
+        for temp_name, _ in temporaries:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
     return targets

@@ -72,6 +72,11 @@ def test_quick_markdown_table_lists_each_shape(quick_report):
     (["--only", "no such shape"], "matches no shape"),
     (["--dtypes", "int8"], "--dtypes entry (='int8')"),
     (["--only", "tiny,"], "has an empty name between its commas"),  # "" would match every shape
+    # An empty value is refused, not taken for the default (or, for --out, the current folder).
+    (["--dtypes", ""], "--dtypes entry (='')"),
+    (["--dtypes", "float32,float32"], "--dtypes (='float32,float32') names 'float32' twice"),
+    (["--out", ""], "--out (='') must name a folder"),
+    (["--torch-python", ""], "--torch-python (='') is not an executable"),
 ])
 def test_bad_arguments_are_usage_errors(argv, message, capsys):
     assert main(["bench", "--quick", *argv]) == 2

@@ -34,6 +34,16 @@ def test_unknown_export_platform_is_a_usage_error(capsys):
     # An empty list is refused, not taken for no --lower-only (which runs the whole grid).
     assert main(["crosscheck", "--lower-only", ""]) == 2
     assert "--lower-only entry (='')" in capsys.readouterr().err
+    assert main(["crosscheck", "--lower-only", "cpu,tpu,cpu"]) == 2
+    assert "--lower-only (='cpu,tpu,cpu') names 'cpu' twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grid_option", [["--dtypes", "float32"], ["--precision", "default"],
+                                         ["--verbose"], ["--platform", "cpu"]])
+def test_lower_only_refuses_the_grids_options(grid_option, capsys):
+    # It runs no grid: a grid option would be silently ignored.
+    assert main(["crosscheck", "--lower-only", "cpu", *grid_option]) == 2
+    assert f"{grid_option[0]} and --lower-only are exclusive" in capsys.readouterr().err
 
 
 def test_a_json_path_that_cannot_be_written_stops_it_before_the_work(tmp_path, capsys,

@@ -1,11 +1,13 @@
 """convgrad.io.write_atomic: complete file or no file, usual permissions, clear errors."""
 
+import errno
 import os
 import stat
+import threading
 
 import pytest
 
-from convgrad.io import write_atomic, write_folder_atomic
+from convgrad.io import write_atomic, write_files_atomic, write_folder_atomic
 
 
 def test_writes_text_and_bytes_with_umask_permissions(tmp_path):
@@ -76,3 +78,39 @@ def test_new_folder_needs_an_existing_parent(tmp_path):
     with pytest.raises(ValueError, match="existing folder"):
         write_folder_atomic(tmp_path / "missing" / "out", {"a.md": "a"})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_keeps_naming_the_file_it_names(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    real = tmp_path / "elsewhere" / "real.md"
+    real.write_text("old")
+    (tmp_path / "link.md").symlink_to(real)
+    write_atomic(tmp_path / "link.md", "new")
+    assert (tmp_path / "link.md").is_symlink() and real.read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["real.md"]
+
+
+def test_a_pipe_is_written_in_place(tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    write_files_atomic({pipe: "through the pipe", tmp_path / "b.md": "b"})
+    reader.join(timeout=30)
+    assert received == ["through the pipe"]
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)  # still a pipe, not a file renamed over it
+    assert (tmp_path / "b.md").read_text() == "b"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not os.path.exists(
+    "/dev/full"), reason="making a device node needs root")
+def test_a_full_device_is_an_error_and_no_file_is_replaced(tmp_path):
+    full = tmp_path / "full"  # /dev/full's device: every write fails with ENOSPC
+    os.mknod(full, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    (tmp_path / "keep.md").write_text("old")
+    with pytest.raises(OSError) as error:
+        write_files_atomic({full: "x", tmp_path / "keep.md": "new"})
+    assert error.value.errno == errno.ENOSPC
+    assert stat.S_ISCHR(os.stat(full).st_mode) and (tmp_path / "keep.md").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "keep.md"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from convgrad.cli import comma_list
 from convgrad.io import check_output, write_files_atomic
 
 DEFAULT_REFERENCE_SIZES = (8, 16, 32, 64, 128)
@@ -71,15 +72,15 @@ def run(args: argparse.Namespace) -> int:
 
     repeats = _positive("--repeats", args.repeats if args.repeats is not None else
                         (2 if args.quick else 9))
-    dtypes = (args.dtypes or ("float32" if args.quick else "float32,bfloat16")).split(",")
-    for dtype in dtypes:
-        if dtype not in ("float32", "bfloat16", "float16", "float64"):
-            raise ValueError(f"--dtypes entry (={dtype!r}) must be one of float32, bfloat16, "
-                             "float16, float64")
+    dtypes = comma_list("--dtypes", args.dtypes if args.dtypes is not None else
+                        "float32" if args.quick else "float32,bfloat16",
+                        ("float32", "bfloat16", "float16", "float64"))
     shapes = bench.quick_suite() if args.quick else bench.model_suite()
     shapes = bench.select_shapes(shapes, args.only)
     if not shapes:
         raise ValueError(f"--only (={args.only!r}) matches no shape")
+    if args.out is not None and not args.out.strip():
+        raise ValueError(f"--out (={args.out!r}) must name a folder")
     out = Path(args.out) if args.out is not None else None
     if out is not None:
         if not out.is_dir():
@@ -89,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_output(args.json, "--json")
     processes = _positive("--processes", args.processes)
-    if args.torch_python:
+    if args.torch_python is not None:
         if args.no_torch:
             raise ValueError("--torch-python and --no-torch contradict each other")
-        python = shutil.which(args.torch_python)
+        python = shutil.which(args.torch_python) if args.torch_python.strip() else None
         if python is None:
             raise ValueError(f"--torch-python (={args.torch_python!r}) is not an executable")
-        bench.use_torch_python(str(Path(python).absolute()))
+        bench.use_torch_python(str(Path(python).absolute()), "--torch-python")
     if processes == 1:
         report = bench.run_suite(shapes, dtypes, repeats, with_torch=not args.no_torch,
                                  progress=lambda line: print(line, file=sys.stderr, flush=True))

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from convgrad.cli import comma_list
 from convgrad.io import check_output, write_atomic
 
 PLATFORMS = ("cpu", "gpu", "tpu")
@@ -43,11 +44,7 @@ def _dtypes(text: str | None) -> list[str]:
 
     if text is None:
         return list(crosscheck.DTYPES)
-    dtypes = text.split(",")
-    for dtype in dtypes:
-        if dtype not in crosscheck.DTYPES:
-            raise ValueError(f"--dtypes entry (={dtype!r}) must be one of {crosscheck.DTYPES}")
-    return dtypes
+    return comma_list("--dtypes", text, crosscheck.DTYPES)
 
 
 def _device(platform: str | None) -> Any:
@@ -67,11 +64,7 @@ def _device(platform: str | None) -> Any:
 def _run_lowering(platforms_text: str) -> tuple[dict[str, Any], bool]:
     from convgrad import crosscheck
 
-    platforms = platforms_text.split(",")
-    for platform in platforms:
-        if platform not in crosscheck.EXPORT_PLATFORMS:
-            raise ValueError(f"--lower-only entry (={platform!r}) must be one of "
-                             f"{crosscheck.EXPORT_PLATFORMS}")
+    platforms = comma_list("--lower-only", platforms_text, crosscheck.EXPORT_PLATFORMS)
     rows = [crosscheck.lowering_check(platform, case)
             for platform in platforms for case in crosscheck.lowering_cases()]
     print(f"{'platform':<8} {'own rule':<8} {'reverse':>7} {'convs':>5}  rotated filter feeds  "
@@ -137,8 +130,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:  # before the work, which a bad path would throw away
         check_output(args.json, "--json")
     if args.lower_only is not None:  # an empty list is refused below, not taken as absent
-        if args.platform:
-            raise ValueError("--platform and --lower-only are exclusive")
+        for name, given in (("--platform", args.platform), ("--dtypes", args.dtypes),
+                            ("--precision", args.precision != "highest"),
+                            ("--verbose", args.verbose)):
+            if given:  # the grid's options: --lower-only runs no grid
+                raise ValueError(f"{name} and --lower-only are exclusive")
         payload, ok = _run_lowering(args.lower_only)
         payload["environment"] = crosscheck.environment(jax.devices()[0])
     else:

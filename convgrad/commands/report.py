@@ -204,7 +204,7 @@ def _targets(formats: list[str], output: str | None) -> dict[str, Path] | None:
         raise UsageError(f"-o (={output!r}) cannot be used: {err.strerror}") from None
     ends_as_folder = output.endswith(("/", os.sep))
     if len(formats) == 1 and not is_folder and not ends_as_folder:
-        _require_folder(path.parent if str(path.parent) else Path("."), output)
+        check_output(path, "-o")  # a file, a link to one, a device or a pipe
         return {formats[0]: path}
     if exists and not is_folder:
         raise UsageError(f"-o (={output!r}) must be a folder"
