@@ -1,7 +1,6 @@
 """Validation of user arguments into one hashable, fully explicit convolution configuration."""
 
 import dataclasses
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import numpy as np
 from jax import lax
 
 from impl._padding import PADDING_STRINGS, Pads, conv_output_shape, dilate_shape, padtype_to_pads
+from impl._validation import as_index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +35,6 @@ class ConvConfig:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-
-
 def _as_sequence(value: object) -> object:
     """NumPy (or concrete JAX) arrays as nested lists, as ``jax.lax`` accepts them; else as is."""
     return np.asarray(value).tolist() if isinstance(value, np.ndarray | jax.Array) else value
@@ -55,12 +51,15 @@ def _int_tuple(name: str, value: object, n_spatial: int, *, default: int | None)
         raise ValueError(
             f"{name} (={tuple(value)!r}) must have one entry per spatial dimension (={n_spatial})"
         )
+    entries = []
     for entry in value:
-        if not _is_int(entry):
+        integer = as_index(entry)
+        if integer is None:
             raise TypeError(f"{name} (={tuple(value)!r}) must contain ints, got {entry!r}")
-        if entry <= 0:
-            raise ValueError(f"{name} (={tuple(value)!r}) must be positive, got {entry}")
-    return tuple(int(entry) for entry in value)
+        if integer <= 0:
+            raise ValueError(f"{name} (={tuple(value)!r}) must be positive, got {integer}")
+        entries.append(integer)
+    return tuple(entries)
 
 
 def _explicit_padding(padding: object, n_spatial: int) -> Pads | str:
@@ -80,15 +79,19 @@ def _explicit_padding(padding: object, n_spatial: int) -> Pads | str:
         )
     pairs = []
     for pair in map(_as_sequence, padding):
-        if not isinstance(pair, Sequence) or len(pair) != 2 or not all(map(_is_int, pair)):
+        entries = (tuple(map(as_index, pair))
+                   if isinstance(pair, Sequence) and not isinstance(pair, str) else ())
+        if len(entries) != 2 or None in entries:
             raise TypeError(f"padding (={tuple(padding)!r}) must contain (low, high) int pairs")
-        pairs.append((int(pair[0]), int(pair[1])))
+        pairs.append(entries)
     return tuple(pairs)
 
 
 def _dimension_numbers(
     lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], dimension_numbers: object
 ) -> lax.ConvDimensionNumbers:
+    if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+        return _explicit_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
     try:
         return lax.conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
     except (TypeError, ValueError) as err:
@@ -96,6 +99,48 @@ def _dimension_numbers(
             f"dimension_numbers (={dimension_numbers!r}) do not fit lhs of shape {lhs_shape} and "
             f"rhs of shape {rhs_shape}: {err}"
         ) from None
+
+
+def _explicit_dimension_numbers(
+    lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], dimension_numbers: Any
+) -> lax.ConvDimensionNumbers:
+    """A ``lax.ConvDimensionNumbers`` checked and made of int tuples (so hashable).
+
+    Each of its three specs must be a permutation of the operands' axes, ``range(ndim)``, its
+    entries ints as ``operator.index`` reads them (lists, NumPy ints and arrays are fine). lax takes
+    the object unchecked and fails later, with an ``IndexError``, a ``zip`` error, an XLA verifier
+    error (a repeated axis) or "unhashable type" (lists).
+    """
+    ndim = len(lhs_shape)
+    specs = []
+    for name, spec in zip(("lhs_spec", "rhs_spec", "out_spec"), dimension_numbers, strict=True):
+        spec = _as_sequence(spec)
+        axes = (tuple(map(as_index, spec))
+                if isinstance(spec, Sequence) and not isinstance(spec, str) else (None,))
+        if None in axes or sorted(axes) != list(range(ndim)):
+            raise ValueError(
+                f"dimension_numbers (={dimension_numbers!r}) must hold three permutations of the "
+                f"axes of lhs of shape {lhs_shape} and rhs of shape {rhs_shape}, "
+                f"{tuple(range(ndim))} in some order, as ints; its {name} (={spec!r}) is not one"
+            )
+        specs.append(axes)
+    return lax.ConvDimensionNumbers(*specs)
+
+
+def _check_crop(in_spatial: tuple[int, ...], pads: Pads, lhs_dilation: tuple[int, ...]) -> None:
+    """No padding crops more than the whole (lhs-dilated) input off an axis, as lax requires.
+
+    Cropping it all (an empty padded input) or leaving less than a window is not an error: lax
+    returns an empty output there, and so do both ops.
+    """
+    for axis, (size, (lo, hi)) in enumerate(zip(dilate_shape(in_spatial, lhs_dilation), pads,
+                                                strict=True)):
+        if size + lo + hi < 0:
+            raise ValueError(
+                f"padding (={pads!r}) crops {-(lo + hi)} entries off spatial axis {axis} in all, "
+                f"more than the {size} the input has there after lhs_dilation (={lhs_dilation}) "
+                "(lax: negative padding larger than the size of the corresponding dimension)"
+            )
 
 
 def _check_ranks(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...]) -> None:
@@ -133,13 +178,18 @@ def _check_groups(
     dnums: lax.ConvDimensionNumbers,
     feature_group_count: object,
     batch_group_count: object,
-) -> None:
+) -> tuple[int, int]:
+    """The two group counts, checked against each other and the operands, as ints."""
+    counts = []
     for name, count in (("feature_group_count", feature_group_count),
                         ("batch_group_count", batch_group_count)):
-        if not _is_int(count):
+        integer = as_index(count)
+        if integer is None:
             raise TypeError(f"{name} (={count!r}) must be a positive int")
-        if count <= 0:
+        if integer <= 0:
             raise ValueError(f"{name} (={count}) must be positive")
+        counts.append(integer)
+    feature_group_count, batch_group_count = counts
     if feature_group_count > 1 and batch_group_count > 1:
         raise ValueError(
             f"feature_group_count (={feature_group_count}) and batch_group_count "
@@ -162,6 +212,7 @@ def _check_groups(
         raise ValueError(
             f"batch_group_count (={batch_group_count}) must divide the lhs batch size (={batch})"
         )
+    return feature_group_count, batch_group_count
 
 
 def make_config(
@@ -193,7 +244,8 @@ def make_config(
     strides = _int_tuple("window_strides", window_strides, n_spatial, default=None)
     lhs_dil = _int_tuple("lhs_dilation", lhs_dilation, n_spatial, default=1)
     rhs_dil = _int_tuple("rhs_dilation", rhs_dilation, n_spatial, default=1)
-    _check_groups(lhs_shape, rhs_shape, dnums, feature_group_count, batch_group_count)
+    feature_group_count, batch_group_count = _check_groups(
+        lhs_shape, rhs_shape, dnums, feature_group_count, batch_group_count)
     in_spatial = tuple(lhs_shape[i] for i in dnums.lhs_spec[2:])
     window = tuple(rhs_shape[i] for i in dnums.rhs_spec[2:])
     if any(k <= 0 for k in window):
@@ -207,6 +259,7 @@ def make_config(
                 f"(={lhs_dil}) exceeds 1, as in jax.lax.conv_general_dilated"
             )
         pads = padtype_to_pads(in_spatial, dilate_shape(window, rhs_dil), strides, pads)
+    _check_crop(in_spatial, pads, lhs_dil)
     # A window larger than the padded input gives an empty output, as in lax (whose zero
     # gradients the rule returns: impl._rule).
     return ConvConfig(
@@ -215,8 +268,8 @@ def make_config(
         lhs_dilation=lhs_dil,
         rhs_dilation=rhs_dil,
         dimension_numbers=dnums,
-        feature_group_count=int(feature_group_count),
-        batch_group_count=int(batch_group_count),
+        feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count,
         precision=tuple(precision) if isinstance(precision, list) else precision,
         preferred_element_type=_preferred_element_type(preferred_element_type),
     )

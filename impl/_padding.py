@@ -6,13 +6,70 @@ tested alone and checked symbolically by ``derive``. Notation per spatial axis:
 * ``n``: input size, ``k``: window (filter) size, ``m``: output size;
 * ``s``: window stride, ``a``: lhs (input) dilation, ``d``: rhs (filter) dilation;
 * ``(lo, hi)``: padding of the dilated input, either sign.
+
+Each function first checks its arguments (``TypeError``/``ValueError`` naming the argument and its
+value): integers as ``jax.lax`` reads them (Python or NumPy ints, 0-d integer arrays; no bools or
+floats), sizes non-negative, strides and dilations positive, one entry per spatial axis in each.
 """
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from impl._validation import as_index
+
 Pads = tuple[tuple[int, int], ...]
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
+
+
+def _as_list(value: object) -> object:
+    """An array (NumPy's or JAX's) as nested lists, as ``jax.lax`` takes one; else ``value``."""
+    if getattr(value, "ndim", None) is not None and not isinstance(value, Sequence):
+        return np.asarray(value).tolist()
+    return value
+
+
+def _ints(name: str, value: object, minimum: int) -> tuple[int, ...]:
+    """``value``, a sequence of ints of at least ``minimum`` (0 or 1), as a tuple of ints."""
+    value = _as_list(value)
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        raise TypeError(f"{name} (={value!r}) must be a sequence of ints, one per spatial axis")
+    ints = tuple(map(as_index, value))
+    if None in ints:
+        raise TypeError(f"{name} (={tuple(value)!r}) must contain ints, got "
+                        f"{value[ints.index(None)]!r}")
+    if any(entry < minimum for entry in ints):
+        raise ValueError(f"{name} (={ints!r}) must be "
+                         f"{'positive' if minimum > 0 else 'non-negative'}")
+    return ints
+
+
+def _pads(padding: object) -> Pads:
+    """``padding``, a sequence of (low, high) int pairs, as a tuple of pairs of ints."""
+    if isinstance(padding, str):
+        raise TypeError(f"padding (={padding!r}) must be (low, high) int pairs here; "
+                        "padtype_to_pads turns a padding string into them")
+    padding = _as_list(padding)
+    if not isinstance(padding, Sequence):
+        raise TypeError(f"padding (={padding!r}) must be a sequence of (low, high) int pairs")
+    pairs = []
+    for pair in map(_as_list, padding):
+        entries = (tuple(map(as_index, pair))
+                   if isinstance(pair, Sequence) and not isinstance(pair, str) else ())
+        if len(entries) != 2 or None in entries:
+            raise TypeError(f"padding (={tuple(padding)!r}) must contain (low, high) int pairs, "
+                            f"got {pair!r}")
+        pairs.append(entries)
+    return tuple(pairs)
+
+
+def _one_per_axis(**axes: tuple) -> None:
+    """Every argument has as many entries (one per spatial axis) as the first."""
+    if len({len(value) for value in axes.values()}) > 1:
+        listing = ", ".join(f"{name} (={value!r}) has {len(value)}"
+                            for name, value in axes.items())
+        raise ValueError(f"{', '.join(axes)} must have one entry per spatial axis each: {listing}")
 
 
 def dilate_shape(shape: Sequence[int], dilation: Sequence[int]) -> tuple[int, ...]:
@@ -21,6 +78,8 @@ def dilate_shape(shape: Sequence[int], dilation: Sequence[int]) -> tuple[int, ..
     >>> dilate_shape((3, 0, 1), (2, 2, 5))
     (5, 0, 1)
     """
+    shape, dilation = _ints("shape", shape, 0), _ints("dilation", dilation, 1)
+    _one_per_axis(shape=shape, dilation=dilation)
     return tuple(0 if n == 0 else 1 + dil * (n - 1) for n, dil in zip(shape, dilation, strict=True))
 
 
@@ -41,7 +100,15 @@ def padtype_to_pads(
     >>> padtype_to_pads((4,), (2,), (1,), "SAME_LOWER")
     ((1, 0),)
     """
+    if not isinstance(padding, str):
+        raise TypeError(f"padding (={padding!r}) must be one of {PADDING_STRINGS} (any case), as "
+                        "(low, high) pairs need no conversion")
     kind = padding.upper()
+    if kind not in PADDING_STRINGS:
+        raise ValueError(f"padding (={padding!r}) must be one of {PADDING_STRINGS} (any case)")
+    in_shape, window_shape = _ints("in_shape", in_shape, 0), _ints("window_shape", window_shape, 0)
+    window_strides = _ints("window_strides", window_strides, 1)
+    _one_per_axis(in_shape=in_shape, window_shape=window_shape, window_strides=window_strides)
     if kind == "VALID":
         return tuple((0, 0) for _ in in_shape)
     pads = []
@@ -68,6 +135,12 @@ def conv_output_shape(
     >>> conv_output_shape((7,), (3,), (2,), ((1, 0),), (1,), (2,))
     (2,)
     """
+    in_shape, window_shape = _ints("in_shape", in_shape, 0), _ints("window_shape", window_shape, 0)
+    window_strides, padding = _ints("window_strides", window_strides, 1), _pads(padding)
+    lhs_dilation = _ints("lhs_dilation", lhs_dilation, 1)
+    rhs_dilation = _ints("rhs_dilation", rhs_dilation, 1)
+    _one_per_axis(in_shape=in_shape, window_shape=window_shape, window_strides=window_strides,
+                  padding=padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation)
     padded = [
         n + lo + hi
         for n, (lo, hi) in zip(dilate_shape(in_shape, lhs_dilation), padding, strict=True)
@@ -97,6 +170,9 @@ def lhs_cotangent_padding(
     >>> lhs_cotangent_padding((3, 3), (2, 2), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), (1, 1))
     ((1, 1), (1, 1))
     """
+    in_shape, window_shape, window_strides, out_shape, padding, lhs_dilation, rhs_dilation = (
+        _cotangent_arguments(in_shape, window_shape, window_strides, out_shape, padding,
+                             lhs_dilation, rhs_dilation))
     dilated_in = dilate_shape(in_shape, lhs_dilation)
     dilated_window = dilate_shape(window_shape, rhs_dilation)
     dilated_out = dilate_shape(out_shape, window_strides)
@@ -125,6 +201,9 @@ def rhs_cotangent_padding(
     >>> rhs_cotangent_padding((3, 3), (2, 2), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), (1, 1))
     ((0, 0), (0, 0))
     """
+    in_shape, window_shape, window_strides, out_shape, padding, lhs_dilation, rhs_dilation = (
+        _cotangent_arguments(in_shape, window_shape, window_strides, out_shape, padding,
+                             lhs_dilation, rhs_dilation))
     dilated_in = dilate_shape(in_shape, lhs_dilation)
     dilated_window = dilate_shape(window_shape, rhs_dilation)
     dilated_out = dilate_shape(out_shape, window_strides)
@@ -132,3 +211,27 @@ def rhs_cotangent_padding(
         (lo, m - n + k - lo - 1)
         for n, k, m, (lo, _) in zip(dilated_in, dilated_window, dilated_out, padding, strict=True)
     )
+
+
+def _cotangent_arguments(
+    in_shape: Sequence[int],
+    window_shape: Sequence[int],
+    window_strides: Sequence[int],
+    out_shape: Sequence[int],
+    padding: Pads,
+    lhs_dilation: Sequence[int],
+    rhs_dilation: Sequence[int],
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], Pads,
+           tuple[int, ...], tuple[int, ...]]:
+    """The two cotangent paddings' arguments, checked, as tuples of ints."""
+    checked = {
+        "in_shape": _ints("in_shape", in_shape, 0),
+        "window_shape": _ints("window_shape", window_shape, 0),
+        "window_strides": _ints("window_strides", window_strides, 1),
+        "out_shape": _ints("out_shape", out_shape, 0),
+        "padding": _pads(padding),
+        "lhs_dilation": _ints("lhs_dilation", lhs_dilation, 1),
+        "rhs_dilation": _ints("rhs_dilation", rhs_dilation, 1),
+    }
+    _one_per_axis(**checked)
+    return tuple(checked.values())
