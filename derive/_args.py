@@ -11,7 +11,7 @@ imports ``impl``), and the tests compare the two.
 """
 
 import dataclasses
-import numbers
+import operator
 from collections.abc import Sequence
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
@@ -61,22 +61,50 @@ class Axis:
         return position // self.a
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer: a Python int or any type with ``__index__`` (NumPy's
+    integer scalars, 0-d integer arrays, SymPy Integers), but not a bool."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
 
 
-def int_tuple(name: str, value: object, rank: int, *, minimum: int) -> tuple[int, ...]:
-    """``value`` as a tuple of ``rank`` ints, each at least ``minimum``."""
-    if not isinstance(value, Sequence) or isinstance(value, str):
-        raise TypeError(f"{name} (={value!r}) must be a sequence of {rank} ints")
-    if len(value) != rank:
-        raise ValueError(f"{name} (={tuple(value)!r}) must have {rank} entries, got {len(value)}")
-    for entry in value:
-        if not _is_int(entry):
-            raise TypeError(f"{name} (={tuple(value)!r}) must contain ints, got {entry!r}")
-        if entry < minimum:
-            raise ValueError(f"{name} (={tuple(value)!r}) must have entries >= {minimum}, got {entry}")
-    return tuple(int(entry) for entry in value)
+def as_int(name: str, value: object, *, minimum: int | None = None) -> int:
+    """``value`` as a Python int (see :func:`is_int`), at least ``minimum`` when given."""
+    if not is_int(value):
+        raise TypeError(f"{name} (={value!r}) must be an int, got {type(value).__name__}")
+    result = operator.index(value)
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{name} (={value!r}) must be >= {minimum}")
+    return result
+
+
+def as_sequence(name: str, value: object, what: str) -> tuple:
+    """``value`` as a tuple: a sequence (not a string) or a 1-D array (anything with
+    ``ndim == 1``, such as a NumPy array); ``what`` describes the expected contents."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return tuple(value)
+    if getattr(value, "ndim", None) == 1:
+        return tuple(value)
+    raise TypeError(f"{name} (={value!r}) must be {what}")
+
+
+def int_tuple(name: str, value: object, rank: int, *, minimum: int | None) -> tuple[int, ...]:
+    """``value`` (a sequence or 1-D array) as a tuple of ``rank`` ints, each at least ``minimum``
+    (when not None)."""
+    entries = as_sequence(name, value, f"a sequence of {rank} ints")
+    if len(entries) != rank:
+        raise ValueError(f"{name} (={entries!r}) must have {rank} entries, got {len(entries)}")
+    for entry in entries:
+        if not is_int(entry):
+            raise TypeError(f"{name} (={entries!r}) must contain ints, got {entry!r}")
+        if minimum is not None and operator.index(entry) < minimum:
+            raise ValueError(f"{name} (={entries!r}) must have entries >= {minimum}, got {entry}")
+    return tuple(operator.index(entry) for entry in entries)
 
 
 def optional_int_tuple(name: str, value: object, rank: int) -> tuple[int, ...]:
@@ -127,18 +155,25 @@ def explicit_padding(
         if kind == "VALID":
             return ((0, 0),) * rank
         return same_pads(in_shape, window_shape, strides, kind)
-    if not isinstance(padding, Sequence):
-        raise TypeError(f"padding (={padding!r}) must be a string or a sequence of (lo, hi) pairs")
-    if len(padding) != rank:
+    what = "a string or a sequence of (lo, hi) int pairs"
+    if isinstance(padding, Sequence) or getattr(padding, "ndim", None) == 2:
+        pairs = tuple(padding)
+    else:
+        raise TypeError(f"padding (={padding!r}) must be {what}")
+    if len(pairs) != rank:
         raise ValueError(
-            f"padding (={tuple(padding)!r}) must have one (lo, hi) pair per spatial dimension (={rank})"
+            f"padding (={pairs!r}) must have one (lo, hi) pair per spatial dimension (={rank})"
         )
-    for pair in padding:
-        if not isinstance(pair, Sequence) or len(pair) != 2 or not all(map(_is_int, pair)):
+    explicit = []
+    for pair in pairs:
+        try:
+            lo, hi = int_tuple("padding", pair, 2, minimum=None)
+        except (TypeError, ValueError):
             raise TypeError(
-                f"padding (={tuple(padding)!r}) must contain (lo, hi) int pairs, got {pair!r}"
-            )
-    return tuple((int(lo), int(hi)) for lo, hi in padding)
+                f"padding (={pairs!r}) must contain (lo, hi) int pairs, got {pair!r}"
+            ) from None
+        explicit.append((lo, hi))
+    return tuple(explicit)
 
 
 def make_axes(

@@ -96,19 +96,33 @@ def correlate(lhs: Grid, window: Grid, strides: Sequence[int]) -> dict[Index, li
     """Terms of the valid correlation ``out[y] = sum_t lhs[strides*y + t] * window[t]``.
 
     Returns, for each output index of shape ``(lhs - window) // strides + 1``, the list of its
-    nonzero products (every entry of lhs and window must be a Symbol).
+    nonzero products (every entry of lhs and window must be a Symbol). The work is the smaller of
+    (outputs x window entries) lookups and (lhs entries x window entries) divisions: a sparse lhs
+    with many outputs (G spread by a large stride, in the full convolution) is scattered from its
+    entries rather than gathered at every output.
     """
     out_shape = tuple(
         (size - width) // stride + 1
         for size, width, stride in zip(lhs.shape, window.shape, strides, strict=True)
     )
-    terms: dict[Index, list[sympy.Mul]] = {}
-    for out_index in indices(out_shape):
+    terms: dict[Index, list[sympy.Mul]] = {out_index: [] for out_index in indices(out_shape)}
+    if len(lhs.entries) < len(terms):
+        for position, value in lhs.entries.items():
+            for tap, weight in window.entries.items():
+                out_index = []
+                for p, t, stride, size in zip(position, tap, strides, out_shape, strict=True):
+                    y, remainder = divmod(p - t, stride)
+                    if remainder or not 0 <= y < size:
+                        break
+                    out_index.append(y)
+                else:
+                    terms[tuple(out_index)].append(product(value, weight))
+        return terms
+    for out_index in terms:
         corner = tuple(stride * y for stride, y in zip(strides, out_index, strict=True))
-        found = []
+        found = terms[out_index]
         for tap, weight in window.entries.items():
             value = lhs.entries.get(tuple(c + t for c, t in zip(corner, tap, strict=True)))
             if value is not None:
                 found.append(product(value, weight))
-        terms[out_index] = found
     return terms

@@ -13,16 +13,40 @@ Both sides are canonical SymPy sums of monomials; they are compared entry by ent
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import sympy
 
-from derive._args import Axis, int_tuple, make_axes, optional_int_tuple
+from derive._args import Axis, as_int, as_sequence, int_tuple, make_axes, optional_int_tuple
 from derive._arrays import Grid, Index, canonical_sum, correlate, indices, product, spread_and_pad
 from derive._rule import ROTATED_FILTER_RULE, Rule
 
 Progress = Callable[[str, int, int], None]
 SymbolName = Callable[[str, Index], str]
+
+# Size limits of a concrete derivation, checked (by ``make_geometry``) before any SymPy work.
+# Time and memory grow about linearly with the products and with the cells (each output entry,
+# each a term of L, weighs most). Measured single-threaded on a shared 2-core machine (Python
+# 3.11, SymPy 1.14, timings +-30 % with the load):
+#   205x205 input, 5x5 filter:      1,010,025 products,    43,681 cells:  53 s, 0.9 GB;
+#   1024x1024, 1x1, stride 1024:            1 product,  1,048,576 cells:  35 s, 1.0 GB;
+#   512x512, 1x1:                     262,144 products,   262,144 cells:  33-50 s, 0.9 GB.
+# So a case at the products limit with a 5x5 filter (about 410x410) takes about 4 minutes and
+# 3.7 GB (estimated), and one at the cells limit with a 1x1 filter (1024x1024, where every output
+# entry is a single product) about 2-3.5 minutes and 3.5 GB (estimated); the worst case within
+# both (about 1020x1020 with a 2x2 filter) about 6 minutes and 6 GB. MAX_CELLS is the tighter
+# one because outputs never outnumber cells and cost ~3 KB and ~150 us each: at 2**22 cells a
+# 2048x2048 1x1 case would need some 14 GB. The command line (``convgrad report``) keeps its own,
+# tighter limits (2**18 products, 2**16 cells).
+MAX_PRODUCTS = 2**22
+"""At most this many products in the forward pass: output entries x filter taps per output x
+batch x output channels x input channels per group (taps that meet padding count too)."""
+MAX_CELLS = 2**20
+"""At most this many cells in the largest array built: the (batch, channel) planes of X or G
+(the more numerous) times, per spatial axis, the dilated input plus the larger of the net padding
+``lo + hi`` and the dilated filter less one (bounding the padded input and the padded G of the full
+convolution); or the planes of F times the dilated filter, if more."""
 
 
 def full_name(letter: str, index: Index) -> str:
@@ -62,11 +86,8 @@ class Geometry:
                                  range(self.rhs_shape[1]))
 
 
-def _check_groups(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], feature_group_count: object,
-                  batch_group_count: object) -> None:
-    for name, count in (("feature_group_count", feature_group_count),
-                        ("batch_group_count", batch_group_count)):
-        int_tuple(name, (count,), 1, minimum=1)
+def _check_groups(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], feature_group_count: int,
+                  batch_group_count: int) -> None:
     if feature_group_count > 1 and batch_group_count > 1:
         raise ValueError(f"feature_group_count (={feature_group_count}) and batch_group_count "
                          f"(={batch_group_count}) cannot both exceed 1")
@@ -82,6 +103,41 @@ def _check_groups(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...], featur
                          f"(={lhs_shape[0]})")
 
 
+def size_of(geometry: Geometry) -> tuple[int, int]:
+    """(products, cells) of a derivation, as :data:`MAX_PRODUCTS` and :data:`MAX_CELLS` count
+    them; pure integer arithmetic, nothing is built."""
+    products = math.prod(geometry.out_shape) * math.prod(geometry.rhs_shape[1:])
+    extent = math.prod(axis.dilated_n + max(axis.lo + axis.hi, axis.dilated_k - 1)
+                       for axis in geometry.axes)
+    planes = max(math.prod(geometry.lhs_shape[:2]), math.prod(geometry.out_shape[:2]))
+    filters = math.prod(geometry.rhs_shape[:2]) * math.prod(axis.dilated_k for axis in geometry.axes)
+    return products, max(planes * extent, filters)
+
+
+def _check_limits(geometry: Geometry, arguments: str) -> None:
+    products, cells = size_of(geometry)
+    advice = ("take smaller sizes, or derive.general_proof for the rule at every (symbolic) size")
+    if products > MAX_PRODUCTS:
+        raise ValueError(f"{arguments} give {products:,} products in the forward pass, more than "
+                         f"derive.MAX_PRODUCTS (={MAX_PRODUCTS:,}); {advice}")
+    if cells > MAX_CELLS:
+        raise ValueError(f"{arguments} give arrays of up to {cells:,} cells, more than "
+                         f"derive.MAX_CELLS (={MAX_CELLS:,}); {advice}")
+
+
+def check_callables(progress: object, rule: object) -> None:
+    """``progress`` is None or callable; ``rule`` is a :class:`Rule` of callables."""
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress (={progress!r}) must be None or a callable "
+                        "progress(stage, done, total)")
+    if not isinstance(rule, Rule):
+        raise TypeError(f"rule (={rule!r}) must be a derive.Rule (e.g. "
+                        "dataclasses.replace(derive.ROTATED_FILTER_RULE, ...))")
+    for field in dataclasses.fields(rule):
+        if not callable(getattr(rule, field.name)):
+            raise TypeError(f"rule.{field.name} (={getattr(rule, field.name)!r}) must be callable")
+
+
 def make_geometry(
     lhs_shape: Sequence[int],
     rhs_shape: Sequence[int],
@@ -91,23 +147,38 @@ def make_geometry(
     rhs_dilation: Sequence[int] | None,
     feature_group_count: int,
     batch_group_count: int,
+    *,
+    arguments: str | None = None,
 ) -> Geometry:
-    """Validate every argument of :func:`derive_conv` (``ValueError`` / ``TypeError``)."""
-    if any(not isinstance(shape, Sequence) or isinstance(shape, str)
-           for shape in (lhs_shape, rhs_shape)):
-        raise TypeError(f"lhs_shape (={lhs_shape!r}) and rhs_shape (={rhs_shape!r}) must be sequences")
-    if len(lhs_shape) != len(rhs_shape) or len(lhs_shape) < 3:
-        raise ValueError(f"lhs_shape (={tuple(lhs_shape)}) and rhs_shape (={tuple(rhs_shape)}) must "
+    """Validate every argument of :func:`derive_conv` (``ValueError`` / ``TypeError``), sizes
+    included (:data:`MAX_PRODUCTS`, :data:`MAX_CELLS`). ``arguments`` names the arguments and
+    their values in the size errors (by default those of :func:`derive_conv`); its ``{padding}``
+    is replaced by the padding as given and as (lo, hi) pairs."""
+    lhs_entries = as_sequence("lhs_shape", lhs_shape, "a sequence of ints")
+    rhs_entries = as_sequence("rhs_shape", rhs_shape, "a sequence of ints")
+    if len(lhs_entries) != len(rhs_entries) or len(lhs_entries) < 3:
+        raise ValueError(f"lhs_shape (={lhs_entries}) and rhs_shape (={rhs_entries}) must "
                          "have the same rank, at least 3 (batch/features, channels, spatial...)")
-    rank = len(lhs_shape) - 2
-    lhs = int_tuple("lhs_shape", lhs_shape, rank + 2, minimum=1)
-    rhs = int_tuple("rhs_shape", rhs_shape, rank + 2, minimum=1)
-    _check_groups(lhs, rhs, feature_group_count, batch_group_count)
+    rank = len(lhs_entries) - 2
+    lhs = int_tuple("lhs_shape", lhs_entries, rank + 2, minimum=1)
+    rhs = int_tuple("rhs_shape", rhs_entries, rank + 2, minimum=1)
+    features = as_int("feature_group_count", feature_group_count, minimum=1)
+    batches = as_int("batch_group_count", batch_group_count, minimum=1)
+    _check_groups(lhs, rhs, features, batches)
     strides = optional_int_tuple("window_strides", window_strides, rank)
-    axes = make_axes(lhs[2:], rhs[2:], strides, padding,
-                     optional_int_tuple("lhs_dilation", lhs_dilation, rank),
-                     optional_int_tuple("rhs_dilation", rhs_dilation, rank))
-    return Geometry(lhs, rhs, axes, int(feature_group_count), int(batch_group_count))
+    lhs_dilations = optional_int_tuple("lhs_dilation", lhs_dilation, rank)
+    rhs_dilations = optional_int_tuple("rhs_dilation", rhs_dilation, rank)
+    axes = make_axes(lhs[2:], rhs[2:], strides, padding, lhs_dilations, rhs_dilations)
+    geometry = Geometry(lhs, rhs, axes, features, batches)
+    if arguments is None:
+        arguments = (f"lhs_shape (={lhs}), rhs_shape (={rhs}), window_strides (={strides}), "
+                     f"padding (={{padding}}), lhs_dilation (={lhs_dilations}), rhs_dilation "
+                     f"(={rhs_dilations}), feature_group_count (={features}) and "
+                     f"batch_group_count (={batches})")
+    pads = tuple((axis.lo, axis.hi) for axis in axes)
+    padding_text = f"{padding!r}, i.e. {pads}" if isinstance(padding, str) else str(pads)
+    _check_limits(geometry, arguments.replace("{padding}", padding_text))
+    return geometry
 
 
 def _symbols(letter: str, shape: tuple[int, ...], name: SymbolName) -> dict[Index, sympy.Symbol]:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import sympy
 
-from derive._args import int_tuple
+from derive._args import as_sequence, int_tuple, is_int
 from derive._arrays import Grid, Index, indices
-from derive._concrete import Progress, Sides, compute, make_geometry
+from derive._concrete import Progress, Sides, check_callables, compute, make_geometry
 from derive._rule import ROTATED_FILTER_RULE, Rule
 
 Pads = tuple[tuple[int, int], ...]
@@ -144,8 +144,15 @@ def derive_conv(
     axis (negative crops). ``progress(stage, done, total)`` is called during long runs. ``rule``
     replaces parts of the rotated-filter rule (to show that wrong variants fail the check).
 
-    Raises ``TypeError`` / ``ValueError`` naming the argument and the value when the arguments
-    are malformed or the dilated filter does not fit the padded, dilated input.
+    Sizes, shapes and options are ints (NumPy integers too, not bools) or sequences / 1-D arrays
+    of them. Raises ``TypeError`` / ``ValueError`` naming the argument and the value when the
+    arguments are malformed or the dilated filter does not fit the padded, dilated input, and
+    ``ValueError`` before any SymPy work when the case is too big to derive entry by entry: more
+    than ``derive.MAX_PRODUCTS`` (2**22) products in the forward pass (output entries x filter
+    taps per output x batch x output channels x input channels per group) or more than
+    ``derive.MAX_CELLS`` (2**20) cells in one of the arrays it builds (see
+    :data:`derive.MAX_CELLS`); a case at either limit takes minutes and gigabytes.
+    :func:`derive.general_proof` covers every size.
 
     >>> d = derive_conv((2, 2, 4), (2, 1, 2), (2,), [(1, 0)], feature_group_count=2)
     >>> d.out_shape, d.verified
@@ -155,6 +162,7 @@ def derive_conv(
     >>> d.dL_dF[1, 0, 0]
     G_0_1_1*X_0_1_1 + G_1_1_1*X_1_1_1
     """
+    check_callables(progress, rule)
     geometry = make_geometry(lhs_shape, rhs_shape, window_strides, padding, lhs_dilation,
                              rhs_dilation, feature_group_count, batch_group_count)
     return _conv_derivation(compute(geometry, rule=rule, progress=progress))
@@ -224,9 +232,12 @@ def _grid_matrix(grid: Grid) -> sympy.ImmutableMatrix:
 
 
 def _pair(name: str, value: object) -> tuple[int, int]:
-    """One int for both axes, or a pair."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    """One int for both axes (NumPy integers too), or a pair (a sequence or 1-D array)."""
+    if is_int(value):
         value = (value, value)
+    elif isinstance(value, str | bytes) or not (isinstance(value, Sequence)
+                                                or getattr(value, "ndim", None) == 1):
+        raise TypeError(f"{name} (={value!r}) must be an int or a sequence of 2 ints")
     return int_tuple(name, value, 2, minimum=1)
 
 
@@ -246,7 +257,16 @@ def derive_2d(
     the filter) are one int or one per axis; ``padding`` is ``'VALID'``, ``'SAME'``,
     ``'SAME_LOWER'`` or ``((lo, hi), (lo, hi))``. The convolution is the cross-correlation of
     ``jax.lax.conv_general_dilated`` (no filter flip in the forward pass). ``progress(stage, done,
-    total)`` is called during long runs (a 64x64 input takes seconds).
+    total)`` is called during long runs (a 64x64 input takes seconds). Sizes are ints (NumPy
+    integers too) or sequences / 1-D arrays of them.
+
+    Raises ``TypeError`` / ``ValueError`` naming the argument and its value for malformed
+    arguments, and ``ValueError`` before any SymPy work for a case too big to derive entry by
+    entry: more than ``derive.MAX_PRODUCTS`` (2**22) products in the forward pass (output entries
+    x filter taps; a 205x205 input with a 5x5 filter has 2**20 and takes about a minute, the
+    limit about 4 minutes and 4 GB) or more than ``derive.MAX_CELLS`` (2**20) cells in the
+    padded arrays (a 1024x1024 input; minutes and gigabytes with a small filter).
+    :func:`derive.general_proof` covers every size.
 
     >>> d = derive_2d((3, 4), (2, 2), stride=(1, 2), padding=((0, 0), (1, 0)))
     >>> d.output_shape, d.verified
@@ -262,16 +282,18 @@ def derive_2d(
     >>> d.rule_dL_dX[1, 2], d.dL_dX[1, 2]
     (F_0_1*G_1_1 + F_1_1*G_0_1, F_0_1*G_1_1 + F_1_1*G_0_1)
     """
+    check_callables(progress, rule)
     strides, dilations = _pair("stride", stride), _pair("dilation", dilation)
-    if any(not isinstance(shape, Sequence) or isinstance(shape, str)
-           for shape in (input_shape, filter_shape)):
-        raise TypeError(f"input_shape (={input_shape!r}) and filter_shape (={filter_shape!r}) must "
-                        "be (rows, columns) pairs")
-    if len(input_shape) != 2 or len(filter_shape) != 2:
-        raise ValueError(f"input_shape (={tuple(input_shape)}) and filter_shape "
-                         f"(={tuple(filter_shape)}) must each have 2 entries (rows, columns)")
-    geometry = make_geometry((1, 1, *input_shape), (1, 1, *filter_shape), strides, padding, None,
-                             dilations, 1, 1)
+    shapes = {name: as_sequence(name, shape, "a (rows, columns) pair of ints")
+              for name, shape in (("input_shape", input_shape), ("filter_shape", filter_shape))}
+    if any(len(shape) != 2 for shape in shapes.values()):
+        raise ValueError(f"input_shape (={shapes['input_shape']}) and filter_shape "
+                         f"(={shapes['filter_shape']}) must each have 2 entries (rows, columns)")
+    sizes = {name: int_tuple(name, shape, 2, minimum=1) for name, shape in shapes.items()}
+    arguments = (f"input_shape (={sizes['input_shape']}), filter_shape (={sizes['filter_shape']}), "
+                 f"stride (={strides}), padding (={{padding}}) and dilation (={dilations})")
+    geometry = make_geometry((1, 1, *sizes["input_shape"]), (1, 1, *sizes["filter_shape"]),
+                             strides, padding, None, dilations, 1, 1, arguments=arguments)
     sides = compute(geometry, name=_spatial_name, rule=rule, progress=progress)
     return _derivation_2d(sides)
 
@@ -327,3 +349,4 @@ def seed_case(*, rule: Rule = ROTATED_FILTER_RULE) -> Derivation2D:
     True
     """
     return derive_2d((3, 3), (2, 2), rule=rule)
+

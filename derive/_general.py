@@ -33,14 +33,26 @@ explicitly, and comparing with the concrete derivation (:func:`derive.derive_con
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 
 import sympy
 from sympy import Indexed, IndexedBase, KroneckerDelta, Sum
 
+from derive._args import as_int, is_int
 from derive._concrete import compute, full_name, make_geometry
 
 PROOF_KINDS = ("stride1", "dilation", "stride", "padding", "general")
+
+# The cross-check writes every step out at each concrete size: per entry of dL/dX (and dL/dF)
+# the multiple sums over y, t and r (the derivative) and over y, t and v (u, r and y: the rule,
+# distributed), about :func:`check_terms` terms for one tuple of sizes, each substituted and
+# expanded by SymPy: some 6,000-8,000 a second single-threaded on a shared 2-core machine
+# (255,600 terms, a 6x6 input and 2x2 filter in 2-D: 40 s; 110,880, n = 24 and k = 4 in 1-D:
+# 13.5 s).
+MAX_CHECK_TERMS = 2**18
+"""At most this many terms (:func:`check_terms`) in the cross-check of one tuple of concrete
+sizes, about 40 s; :func:`general_proof` refuses bigger sizes before the proof starts."""
 
 _SYMBOLIC = {
     "stride1": (),
@@ -430,6 +442,20 @@ def default_sizes(kind: str) -> list[Sizes]:
     return samples[::{"general": 7, "padding": 2}.get(kind, 1)]
 
 
+def check_terms(sample: Sequence[Sizes]) -> int:
+    """The number of terms the cross-check expands at these per-axis sizes (see
+    :data:`MAX_CHECK_TERMS`): ``prod(n m k) * (prod(n) + prod(k) + prod(K) + prod(M) + 2)`` with
+    K = d(k-1)+1 the dilated filter and M = s(m-1)+1 the spread output."""
+    def total(size: object) -> int:
+        return math.prod(map(size, sample))
+
+    inputs, filters = total(lambda sizes: sizes.n), total(lambda sizes: sizes.k)
+    outputs = total(_output_size)
+    dilated = total(lambda sizes: sizes.d * (sizes.k - 1) + 1)
+    spread = total(lambda sizes: sizes.s * (_output_size(sizes) - 1) + 1)
+    return inputs * outputs * filters * (inputs + filters + dilated + spread + 2)
+
+
 def _output_size(sizes: Sizes) -> int:
     padded = sizes.a * (sizes.n - 1) + 1 + sizes.lo + sizes.hi
     return (padded - sizes.d * (sizes.k - 1) - 1) // sizes.s + 1
@@ -444,7 +470,8 @@ def _substitution(axes: Sequence[AxisSymbols], samples: Sequence[Sizes]) -> dict
             if isinstance(symbol, sympy.Symbol):
                 values[symbol] = sympy.Integer(concrete[name])
             elif symbol != concrete[name]:
-                raise ValueError(f"sizes (={sizes}) must have {name} = {symbol} for this proof")
+                raise ValueError(f"sizes (={sizes}) must have {name} = {symbol} for this proof "
+                                 "(only what its kind makes symbolic may vary)")
     return values
 
 
@@ -542,14 +569,69 @@ def _samples(kind: str, ndim: int) -> list[tuple[Sizes, ...]]:
     return list(itertools.product(small, repeat=ndim))[::3] or [tuple(small[:1] * ndim)]
 
 
+_EXAMPLE = "e.g. [(Sizes(n=5, k=2),)] in 1-D, [(Sizes(n=4, k=2), Sizes(n=3, k=1))] in 2-D"
+
+
+def _checked_sizes(name: str, sizes: object) -> Sizes:
+    """One :class:`Sizes`: int fields (NumPy integers too), n, k, s, d, a >= 1, the dilated
+    filter within the padded, dilated input, and the cross-check within its limits."""
+    if not isinstance(sizes, Sizes):
+        raise TypeError(f"{name} (={sizes!r}) must be a derive.Sizes; {_EXAMPLE}")
+    values = {field.name: as_int(f"{name}.{field.name}", getattr(sizes, field.name),
+                                 minimum=None if field.name in ("lo", "hi") else 1)
+              for field in dataclasses.fields(Sizes)}
+    checked = Sizes(**values)
+    if not _fits(checked):
+        raise ValueError(f"{name} (={sizes}): the dilated filter (={checked.d * (checked.k - 1) + 1})"
+                         " must fit in the padded, dilated input (="
+                         f"{checked.a * (checked.n - 1) + 1 + checked.lo + checked.hi})")
+    return checked
+
+
+def _checked_samples(sizes: object, axes: Sequence[AxisSymbols]) -> list[tuple[Sizes, ...]]:
+    """``general_proof``'s ``sizes``, validated: at least one tuple of ``ndim`` Sizes each, of
+    the kind's form, small enough to cross-check (``TypeError`` / ``ValueError`` otherwise)."""
+    what = f"a sequence of tuples of {len(axes)} derive.Sizes (one per spatial axis); {_EXAMPLE}"
+    if isinstance(sizes, str | bytes) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes (={sizes!r}) must be {what}")
+    if not sizes:
+        raise ValueError(f"sizes (={sizes!r}) must hold at least one tuple of Sizes to cross-check "
+                         "(None for the default ones)")
+    samples = []
+    for number, sample in enumerate(sizes):
+        name = f"sizes[{number}]"
+        if isinstance(sample, str | bytes) or not isinstance(sample, Sequence):
+            raise TypeError(f"{name} (={sample!r}) must be a tuple of {len(axes)} derive.Sizes, one "
+                            f"per spatial axis; {_EXAMPLE}")
+        if len(sample) != len(axes):
+            raise ValueError(f"{name} (={tuple(sample)!r}) must have one Sizes per spatial axis "
+                             f"(ndim = {len(axes)}), got {len(sample)}")
+        checked = tuple(_checked_sizes(f"{name}[{axis}]", entry) for axis, entry in enumerate(sample))
+        for axis, (symbols, entry) in enumerate(zip(axes, checked, strict=True)):
+            try:
+                _substitution([symbols], [entry])
+            except ValueError as error:
+                raise ValueError(f"{name}[{axis}]: {error}") from None
+        terms = check_terms(checked)
+        if terms > MAX_CHECK_TERMS:
+            raise ValueError(f"{name} (={checked!r}) would expand {terms:,} terms in the "
+                             f"cross-check, more than derive.MAX_CHECK_TERMS (={MAX_CHECK_TERMS:,}); "
+                             "take smaller sizes (the proof itself holds at every size)")
+        samples.append(checked)
+    return samples
+
+
 def general_proof(kind: str = "stride1", ndim: int = 1,
                   sizes: Sequence[Sequence[Sizes]] | None = None) -> GeneralProof:
     r"""Prove, for symbolic sizes, that the rotated-filter rule is dL/dX and dL/dF.
 
     ``kind`` picks what is symbolic besides the sizes n, k, m (see :data:`PROOF_KINDS`):
     ``'stride1'``, ``'dilation'`` (d), ``'stride'`` (s), ``'padding'`` (p), or ``'general'``
-    (s, d, a and p at once). ``ndim`` is the number of spatial axes (2 for images). ``sizes``
-    replaces the default concrete cross-check sizes (one :class:`Sizes` per axis each).
+    (s, d, a and p at once). ``ndim`` is the number of spatial axes (1, 2 or 3; 2 for images).
+    ``sizes`` replaces the default concrete cross-check sizes: a non-empty sequence of tuples of
+    ``ndim`` :class:`Sizes` each (one per axis), each small enough that the cross-check expands at
+    most :data:`derive.MAX_CHECK_TERMS` terms. Bad arguments raise ``TypeError`` / ``ValueError``
+    naming the argument and its value, before the proof starts.
 
     >>> proof = general_proof("stride", sizes=[(Sizes(n=5, k=2, s=2),), (Sizes(n=6, k=3, s=3),)])
     >>> proof.verified, proof.failures
@@ -559,11 +641,15 @@ def general_proof(kind: str = "stride1", ndim: int = 1,
     >>> proof.steps[-1][1].rhs
     Sum(KroneckerDelta(q - r + s*y, 0)*G[y]*X[r], (r, 0, n - 1), (y, 0, m - 1))
     """
-    if kind not in PROOF_KINDS:
+    if not isinstance(kind, str) or kind not in PROOF_KINDS:
         raise ValueError(f"kind (={kind!r}) must be one of {PROOF_KINDS}")
-    if isinstance(ndim, bool) or not isinstance(ndim, int) or not 1 <= ndim <= 3:
+    if not is_int(ndim):
+        raise TypeError(f"ndim (={ndim!r}) must be an int: 1, 2 or 3")
+    if not 1 <= as_int("ndim", ndim) <= 3:
         raise ValueError(f"ndim (={ndim!r}) must be 1, 2 or 3")
+    ndim = as_int("ndim", ndim)
     axes = [_axis_symbols(kind, "" if ndim == 1 else f"_{i}") for i in range(1, ndim + 1)]
+    samples = _samples(kind, ndim) if sizes is None else _checked_samples(sizes, axes)
     output, loss = _forward(axes)
     y = [axis.y for axis in axes]
     steps = [
@@ -584,7 +670,6 @@ def general_proof(kind: str = "stride1", ndim: int = 1,
         identities.append(sympy.Eq(derivative, side_steps[2].equation.rhs))
         steps.append(_conclude(derivative, side_steps[0].target, truth, rule))
     closed_forms = _closed_forms(axes)
-    samples = [tuple(sample) for sample in sizes] if sizes is not None else _samples(kind, ndim)
     failures = [failure for sample in samples
                 for failure in _cross_check(axes, [*steps, *closed_forms], sample)]
     return GeneralProof(kind, ndim, _statement(kind, ndim), tuple(identities),

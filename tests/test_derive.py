@@ -179,8 +179,8 @@ def test_progress_reports_every_stage():
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     (dict(input_shape=(2, 2), filter_shape=(3, 1)), ValueError, "must fit in the padded"),
-    (dict(input_shape=(3, 0), filter_shape=(1, 1)), ValueError, "lhs_shape"),
-    (dict(input_shape=(3, 3), filter_shape=(-1, 1)), ValueError, "rhs_shape"),
+    (dict(input_shape=(3, 0), filter_shape=(1, 1)), ValueError, r"input_shape \(=\(3, 0\)\)"),
+    (dict(input_shape=(3, 3), filter_shape=(-1, 1)), ValueError, r"filter_shape \(=\(-1, 1\)\)"),
     (dict(input_shape=(3, 3, 3), filter_shape=(1, 1)), ValueError, "2 entries"),
     (dict(input_shape=(3, 3), filter_shape=(1, 1), stride=0), ValueError, "stride"),
     (dict(input_shape=(3, 3), filter_shape=(1, 1), stride=1.5), TypeError, "stride"),
