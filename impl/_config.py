@@ -9,7 +9,7 @@ import numpy as np
 from jax import lax
 
 from impl._padding import PADDING_STRINGS, Pads, conv_output_shape, dilate_shape, padtype_to_pads
-from impl._validation import as_index
+from impl._validation import as_index, as_sequence, int_pair
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,16 +35,11 @@ class ConvConfig:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
-def _as_sequence(value: object) -> object:
-    """NumPy (or concrete JAX) arrays as nested lists, as ``jax.lax`` accepts them; else as is."""
-    return np.asarray(value).tolist() if isinstance(value, np.ndarray | jax.Array) else value
-
-
 def _int_tuple(name: str, value: object, n_spatial: int, *, default: int | None) -> tuple[int, ...]:
     """``value`` as a tuple of ``n_spatial`` positive ints (``None`` means all ``default``)."""
     if value is None and default is not None:
         return (default,) * n_spatial
-    value = _as_sequence(value)
+    value = as_sequence(value)
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(f"{name} (={value!r}) must be a sequence of {n_spatial} positive ints")
     if len(value) != n_spatial:
@@ -69,7 +64,7 @@ def _explicit_padding(padding: object, n_spatial: int) -> Pads | str:
                 f"padding (={padding!r}) must be one of {PADDING_STRINGS} or (low, high) pairs"
             )
         return padding.upper()
-    padding = _as_sequence(padding)
+    padding = as_sequence(padding)
     if not isinstance(padding, Sequence):
         raise TypeError(f"padding (={padding!r}) must be a string or a sequence of (low, high) pairs")
     if len(padding) != n_spatial:
@@ -77,14 +72,10 @@ def _explicit_padding(padding: object, n_spatial: int) -> Pads | str:
             f"padding (={tuple(padding)!r}) must have one (low, high) pair per spatial dimension "
             f"(={n_spatial})"
         )
-    pairs = []
-    for pair in map(_as_sequence, padding):
-        entries = (tuple(map(as_index, pair))
-                   if isinstance(pair, Sequence) and not isinstance(pair, str) else ())
-        if len(entries) != 2 or None in entries:
-            raise TypeError(f"padding (={tuple(padding)!r}) must contain (low, high) int pairs")
-        pairs.append(entries)
-    return tuple(pairs)
+    pairs = tuple(map(int_pair, padding))
+    if None in pairs:
+        raise TypeError(f"padding (={tuple(padding)!r}) must contain (low, high) int pairs")
+    return pairs
 
 
 def _dimension_numbers(
@@ -114,7 +105,7 @@ def _explicit_dimension_numbers(
     ndim = len(lhs_shape)
     specs = []
     for name, spec in zip(("lhs_spec", "rhs_spec", "out_spec"), dimension_numbers, strict=True):
-        spec = _as_sequence(spec)
+        spec = as_sequence(spec)
         axes = (tuple(map(as_index, spec))
                 if isinstance(spec, Sequence) and not isinstance(spec, str) else (None,))
         if None in axes or sorted(axes) != list(range(ndim)):

@@ -14,25 +14,16 @@ floats), sizes non-negative, strides and dilations positive, one entry per spati
 
 from collections.abc import Sequence
 
-import numpy as np
-
-from impl._validation import as_index
+from impl._validation import as_index, as_sequence, int_pair
 
 Pads = tuple[tuple[int, int], ...]
 
 PADDING_STRINGS = ("VALID", "SAME", "SAME_LOWER")
 
 
-def _as_list(value: object) -> object:
-    """An array (NumPy's or JAX's) as nested lists, as ``jax.lax`` takes one; else ``value``."""
-    if getattr(value, "ndim", None) is not None and not isinstance(value, Sequence):
-        return np.asarray(value).tolist()
-    return value
-
-
 def _ints(name: str, value: object, minimum: int) -> tuple[int, ...]:
     """``value``, a sequence of ints of at least ``minimum`` (0 or 1), as a tuple of ints."""
-    value = _as_list(value)
+    value = as_sequence(value)
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(f"{name} (={value!r}) must be a sequence of ints, one per spatial axis")
     ints = tuple(map(as_index, value))
@@ -50,14 +41,13 @@ def _pads(padding: object) -> Pads:
     if isinstance(padding, str):
         raise TypeError(f"padding (={padding!r}) must be (low, high) int pairs here; "
                         "padtype_to_pads turns a padding string into them")
-    padding = _as_list(padding)
+    padding = as_sequence(padding)
     if not isinstance(padding, Sequence):
         raise TypeError(f"padding (={padding!r}) must be a sequence of (low, high) int pairs")
     pairs = []
-    for pair in map(_as_list, padding):
-        entries = (tuple(map(as_index, pair))
-                   if isinstance(pair, Sequence) and not isinstance(pair, str) else ())
-        if len(entries) != 2 or None in entries:
+    for pair in padding:
+        entries = int_pair(pair)
+        if entries is None:
             raise TypeError(f"padding (={tuple(padding)!r}) must contain (low, high) int pairs, "
                             f"got {pair!r}")
         pairs.append(entries)
