@@ -160,14 +160,9 @@ def lhs_cotangent_padding(
     >>> lhs_cotangent_padding((3, 3), (2, 2), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), (1, 1))
     ((1, 1), (1, 1))
     """
-    in_shape, window_shape, window_strides, out_shape, padding, lhs_dilation, rhs_dilation = (
-        _cotangent_arguments(in_shape, window_shape, window_strides, out_shape, padding,
-                             lhs_dilation, rhs_dilation))
-    dilated_in = dilate_shape(in_shape, lhs_dilation)
-    dilated_window = dilate_shape(window_shape, rhs_dilation)
-    dilated_out = dilate_shape(out_shape, window_strides)
     pads = []
-    for n, k, m, (lo, _) in zip(dilated_in, dilated_window, dilated_out, padding, strict=True):
+    for n, k, m, lo in _dilated_axes(in_shape, window_shape, window_strides, out_shape, padding,
+                                     lhs_dilation, rhs_dilation):
         before = k - lo - 1
         pads.append((before, n + k - 1 - m - before))
     return tuple(pads)
@@ -191,19 +186,11 @@ def rhs_cotangent_padding(
     >>> rhs_cotangent_padding((3, 3), (2, 2), (1, 1), (2, 2), ((0, 0), (0, 0)), (1, 1), (1, 1))
     ((0, 0), (0, 0))
     """
-    in_shape, window_shape, window_strides, out_shape, padding, lhs_dilation, rhs_dilation = (
-        _cotangent_arguments(in_shape, window_shape, window_strides, out_shape, padding,
-                             lhs_dilation, rhs_dilation))
-    dilated_in = dilate_shape(in_shape, lhs_dilation)
-    dilated_window = dilate_shape(window_shape, rhs_dilation)
-    dilated_out = dilate_shape(out_shape, window_strides)
-    return tuple(
-        (lo, m - n + k - lo - 1)
-        for n, k, m, (lo, _) in zip(dilated_in, dilated_window, dilated_out, padding, strict=True)
-    )
+    return tuple((lo, m - n + k - lo - 1) for n, k, m, lo in _dilated_axes(
+        in_shape, window_shape, window_strides, out_shape, padding, lhs_dilation, rhs_dilation))
 
 
-def _cotangent_arguments(
+def _dilated_axes(
     in_shape: Sequence[int],
     window_shape: Sequence[int],
     window_strides: Sequence[int],
@@ -211,9 +198,9 @@ def _cotangent_arguments(
     padding: Pads,
     lhs_dilation: Sequence[int],
     rhs_dilation: Sequence[int],
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], Pads,
-           tuple[int, ...], tuple[int, ...]]:
-    """The two cotangent paddings' arguments, checked, as tuples of ints."""
+) -> list[tuple[int, int, int, int]]:
+    """The two cotangent paddings' arguments checked, then per spatial axis ``(n, k, m, lo)``:
+    the lhs-dilated input, the dilated window, the stride-dilated output and the low padding."""
     checked = {
         "in_shape": _ints("in_shape", in_shape, 0),
         "window_shape": _ints("window_shape", window_shape, 0),
@@ -224,4 +211,7 @@ def _cotangent_arguments(
         "rhs_dilation": _ints("rhs_dilation", rhs_dilation, 1),
     }
     _one_per_axis(**checked)
-    return tuple(checked.values())
+    return list(zip(dilate_shape(checked["in_shape"], checked["lhs_dilation"]),
+                    dilate_shape(checked["window_shape"], checked["rhs_dilation"]),
+                    dilate_shape(checked["out_shape"], checked["window_strides"]),
+                    (lo for lo, _ in checked["padding"]), strict=True))
