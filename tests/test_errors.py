@@ -163,11 +163,13 @@ NON_FINITE_CHOICES = [
     {"groups": "depthwise", "padding": "explicit", "lhs_dilation": True, "rhs_dilation": False},
     {"groups": "batch", "padding": "SAME_LOWER", "lhs_dilation": False, "rhs_dilation": True},
 ]
-# Known deviations (reported), from impl/_formulations.py on CPU. Native XLA expands a grouped
-# convolution into a masked dense one, so a NaN spreads to other groups; the op's formulations
-# instead pack groups into block-diagonal dense blocks (an Inf meets the zero blocks, NaN within its
-# block only) and split strided input gradients into phases (no products with dilation zeros), so
-# NaN/Inf positions differ from native for every grouped kind. Strict: a fix makes these fail.
+# Known deviations (reported), from impl/_formulations.py on CPU. The op's formulations pack
+# groups of few features into block-diagonal dense blocks, where an Inf meets the zero blocks and
+# a NaN spreads to the other groups of its block (native lax, jaxlib 0.10.2, kept it within its
+# group: NaN in 8 of 8 output features against 4, 32 of 64 against 8, 32 of 128 against 4, in
+# a review's probe), and split strided input gradients into phases (no products with dilation
+# zeros), so NaN/Inf positions differ from native for every grouped kind. Strict: a fix makes
+# these fail.
 NAN_DEVIATIONS = {(groups, dtype) for groups in ("feature", "depthwise", "batch")
                   for dtype in ("float64", "float32")}
 NAN_DEVIATION = pytest.mark.xfail(
