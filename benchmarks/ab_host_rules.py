@@ -29,14 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RULES = {"avx512": (_host.AVX512_OVERRIDE, "no", "yes"),
          "bfloat16": (_host.BFLOAT16_OVERRIDE, "float32", "native")}
 # Small planes and 3-D convolutions beyond the suite (where the AVX-512 rule chooses differently).
-SHAPES = [*bench.model_suite(), *bench.small_planes(),
-          bench.Shape("3-D 64 features 14x14", "3-D", (2, 64, 8, 14, 14), (64, 64, 3, 3, 3),
-                      pad=1),
-          bench.Shape("3-D 16 features 32x32", "3-D", (2, 16, 16, 32, 32), (16, 16, 3, 3, 3),
-                      pad=1),
-          bench.Shape("3-D stride 2", "3-D", (2, 32, 16, 56, 56), (64, 32, 3, 3, 3), stride=2,
-                      pad=1),
-          bench.Shape("3-D 1x3x3 valid", "3-D", (4, 64, 8, 28, 28), (64, 64, 1, 3, 3))]
+SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.three_dimensional()]
 
 
 def one_run(rule: str, dtypes: list[str], repeats: int, only: str) -> list[dict[str, Any]]:

@@ -119,6 +119,35 @@ def many_features() -> list[Shape]:
     ]
 
 
+def three_dimensional() -> list[Shape]:
+    """3-D shapes beyond the suite's video, for the A/B scripts: where the CPU rules for folded
+    3-D convolutions choose, among them the 1x3x3 convolutions of (2+1)-D video networks (valid
+    padding, as ``Shape`` pads every axis alike)."""
+    return [
+        Shape("3-D 64 features 14x14", "3-D", (2, 64, 8, 14, 14), (64, 64, 3, 3, 3), pad=1),
+        Shape("3-D 16 features 32x32", "3-D", (2, 16, 16, 32, 32), (16, 16, 3, 3, 3), pad=1),
+        Shape("3-D stride 2", "3-D", (2, 32, 16, 56, 56), (64, 32, 3, 3, 3), stride=2, pad=1),
+        Shape("3-D 1x3x3 valid", "3-D", (4, 64, 8, 28, 28), (64, 64, 1, 3, 3)),
+        Shape("3-D 1x3x3 64 features 56x56", "3-D", (2, 64, 8, 56, 56), (64, 64, 1, 3, 3)),
+        Shape("3-D 1x3x3 128 features 28x28", "3-D", (2, 128, 8, 28, 28), (128, 128, 1, 3, 3)),
+        Shape("3-D 1x3x3 stride 2", "3-D", (2, 64, 8, 56, 56), (128, 64, 1, 3, 3), stride=2),
+        Shape("3-D 1x3x3 depthwise", "3-D", (2, 64, 8, 56, 56), (64, 1, 1, 3, 3), groups=64),
+    ]
+
+
+def unpadded() -> list[Shape]:
+    """Dense 2-D shapes without padding (VALID), for the A/B scripts: where the CPU rule for
+    convolutions without padding (``_unpadded_slow``) chooses, forward and filter gradient."""
+    return [
+        Shape("valid 3x3 64 features 28x28", "2-D", (32, 64, 28, 28), (64, 64, 3, 3)),
+        Shape("valid 3x3 64 features 56x56", "2-D", (16, 64, 56, 56), (64, 64, 3, 3)),
+        Shape("valid 3x3 128 features 14x14", "2-D", (16, 128, 14, 14), (128, 128, 3, 3)),
+        Shape("valid 5x5 3 features 32x32", "2-D", (64, 3, 32, 32), (32, 3, 5, 5)),
+        Shape("valid 3x3 stride 2", "2-D", (32, 64, 28, 28), (64, 64, 3, 3), stride=2),
+        Shape("valid 3x3 dilation 2", "2-D", (32, 64, 28, 28), (64, 64, 3, 3), dilation=2),
+    ]
+
+
 def one_dimensional() -> list[Shape]:
     """Strided 1-D shapes beyond the suite's audio (speech and audio front ends), for the A/B
     scripts: where the CPU rules for 1-D input gradients (lhs dilation 2) and filter gradients

@@ -194,6 +194,14 @@ MIN_WINOGRAD_WINDOW_FEATURES = 256
 MIN_OLDER_WINOGRAD_WINDOW_FEATURES = 128
 MAX_BFLOAT16_WINOGRAD_WINDOW_TERMS = 1024
 WINOGRAD_WINDOW = True
+# Whether a folded 3-D convolution whose first window axis has one tap (a (2+1)-D network's 1xKxK
+# convolution) takes the 2-D rules for its sub-convolution, which is then a plain 2-D
+# convolution over (images x depth) without copies, instead of the rules for nested ones
+# (``_folds_to_plain``; ``benchmarks/ab_constants.py --constant DEPTH_ONE_AS_2D`` times it).
+DEPTH_ONE_AS_2D = True
+# Whether a dense 2-D convolution without padding gets one more output from padding, sliced off,
+# where XLA:CPU ran the unpadded one at half speed (``_unpadded_slow``).
+UNPADDED_AS_PADDED = True
 
 
 def lax_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -202,8 +210,10 @@ def lax_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
 
 
 def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """The native ``lax.conv_general_dilated`` as XLA:CPU computes it right: negative padding
-    (a crop) of an undilated axis is taken off the input first, and the convolution gets the rest.
+    """The native ``lax.conv_general_dilated`` as XLA:CPU computes it right and fast: negative
+    padding (a crop) of an undilated axis is taken off the input first, and the convolution gets
+    the rest; a 2-D convolution left with no padding at all gets one more output column than
+    asked for, from padding the high end of an axis, which is then sliced off (``_unpadded_slow``).
 
     XLA:CPU's Eigen convolution kernel (few features, float32 and narrower types) reads outside
     its input where a low padding is negative (openxla/xla#48713, seen with jaxlib 0.10.2 and
@@ -214,10 +224,40 @@ def native(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     2-3x dilation, crops of 1-4; 2-D, 72 cases), and are left as they are: writing their holes
     out would put products with them where lax has none (an Inf tap times a hole is NaN).
     """
-    if not _crops(config):
-        return lax_conv(lhs, rhs, config)
-    cropped, rest = _without_negative_padding(lhs, config)
-    return lax_conv(cropped, rhs, rest)
+    if _crops(config):
+        lhs, config = _without_negative_padding(lhs, config)
+    if _unpadded_slow(config):
+        return _one_more_output(lhs, rhs, config)
+    return lax_conv(lhs, rhs, config)
+
+
+def _unpadded_slow(config: ConvConfig) -> bool:
+    """Whether XLA:CPU would take its slow path for a convolution without padding.
+
+    With jaxlib 0.10 (not 0.11 or later: ``_newer_kernels``), a dense 2-D convolution whose
+    padding is zero on every side ran at half the speed of the same one with any padding at all
+    (``benchmarks/probe_unpadded.py``; VALID 3x3 on (32, 64, 28, 28): 41 ms, padded by one
+    column and sliced 20 ms, the same in float64, float16 and bfloat16). Not with lhs dilation
+    (1.09), groups (1.01-1.04), or in 1-D (1.33) and 3-D (1.06). ``UNPADDED_AS_PADDED`` switches
+    it off and on for ``benchmarks/ab_constants.py``.
+    """
+    return (bool(UNPADDED_AS_PADDED) and len(config.padding) == 2 and not _newer_kernels()
+            and all(pair == (0, 0) for pair in config.padding)
+            and max(config.lhs_dilation) == 1
+            and max(config.feature_group_count, config.batch_group_count) == 1)
+
+
+def _one_more_output(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """The unpadded convolution with its widest output axis padded at the high end by one stride,
+    so that axis gets one more output, which is sliced off: the outputs asked for read the same
+    inputs and taps (the extra zeros reach only the extra output)."""
+    out_spatial = spatial_shapes(config, lhs.shape, rhs.shape)[2]
+    index = int(np.argmax(out_spatial))
+    padding = list(config.padding)
+    padding[index] = (0, config.window_strides[index])
+    out = lax_conv(lhs, rhs, ConvConfig(**{**config.as_lax_kwargs(), "padding": tuple(padding)}))
+    return lax.slice_in_dim(out, 0, out_spatial[index],
+                            axis=config.dimension_numbers.out_spec[2 + index])
 
 
 def _crops(config: ConvConfig) -> bool:
@@ -249,7 +289,7 @@ def _without_negative_padding(lhs: jax.Array, config: ConvConfig
 
 def native_per_backend(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     """``native`` on CPU, ``lax_conv`` elsewhere: other backends get lax's own program."""
-    if not _crops(config):
+    if not (_crops(config) or _unpadded_slow(config)):
         return lax_conv(lhs, rhs, config)
     return lax.platform_dependent(lhs, rhs, cpu=lambda a, b: native(a, b, config),
                                   default=lambda a, b: lax_conv(a, b, config))
@@ -554,8 +594,9 @@ def polyphase(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
         sub = ConvConfig(**{**config.as_lax_kwargs(), "padding": padding,
                             "lhs_dilation": (1,) * len(window),
                             "rhs_dilation": tuple(p[3] for p in picked)})
-        return cpu_formulation(lhs.shape, sub_rhs.shape, sub, lhs.dtype, nested=True)(
-            lhs, sub_rhs, sub)
+        with _setting(_PLAIN_FOLDS, False):  # a phase's fold stays nested (``_folds_to_plain``)
+            return cpu_formulation(lhs.shape, sub_rhs.shape, sub, lhs.dtype, nested=True)(
+                lhs, sub_rhs, sub)
 
     def combine(prefix: tuple[int, ...]) -> jax.Array:
         axis = len(prefix)
@@ -607,10 +648,24 @@ def fold_first_axis(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.A
                         "rhs_dilation": config.rhs_dilation[1:],
                         "dimension_numbers": lax.ConvDimensionNumbers(canonical, canonical,
                                                                       canonical)})
-    out = cpu_formulation(columns.shape, filters.shape, sub, columns.dtype, nested=True)(
-        columns, filters, sub)
+    out = cpu_formulation(columns.shape, filters.shape, sub, columns.dtype,
+                          nested=not _folds_to_plain(window, out_spatial))(columns, filters, sub)
     out = jnp.moveaxis(out.reshape(-1, outputs, *out.shape[1:]), 1, 2)
     return jnp.transpose(out, np.argsort(out_spec))
+
+
+def _folds_to_plain(window: Sequence[int], out_spatial: Sequence[int]) -> bool:
+    """Whether ``fold_first_axis``'s sub-convolution is a plain 2-D one (``DEPTH_ONE_AS_2D``).
+
+    With one tap on the first axis the folded input is the input itself, its first axis moved
+    into the batch (padded, dilated or strided as that axis asks); with one output there (the
+    filter gradient of such a convolution), its first axis moved into the features. Either way
+    the fold copies nothing twice, and the sub-convolution is a 2-D convolution like any other
+    and takes the 2-D rules (the nested ones exclude float32 products and Winograd, measured on
+    folds that stack several copies of each input). Not inside a strided input gradient's phases
+    (``polyphase``), whose 1-tap folds measured slower that way (item 35: 3-D stride 2, 1.06).
+    """
+    return bool(DEPTH_ONE_AS_2D) and _PLAIN_FOLDS.get() and 1 in (window[0], out_spatial[0])
 
 
 # Depthwise and small feature groups as shift-and-add.
@@ -1379,6 +1434,8 @@ def materialize(array: jax.Array) -> jax.Array:
 # gradient came back replicated). ``conv`` therefore traces a loop-free choice as well and picks
 # between the two when lowering, by the number of devices the program runs on.
 _PER_IMAGE_LOOPS = contextvars.ContextVar("convgrad_per_image_loops", default=True)
+# Whether ``fold_first_axis`` may count as a plain 2-D convolution (``_folds_to_plain``).
+_PLAIN_FOLDS = contextvars.ContextVar("convgrad_plain_folds", default=True)
 
 
 @contextlib.contextmanager
@@ -1922,7 +1979,9 @@ def _cpu_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig, cpu: Formulati
     may_loop = cpu in (shift_matmul, taps_matmul, columns_matmul, channels_last_matmul,
                        tap_products, position_products) or (
         cpu in (polyphase, fold_first_axis)
-        and (np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES or _avx2_float32(lhs.dtype)))
+        and (np.dtype(lhs.dtype) in NESTED_MATMUL_DTYPES or _avx2_float32(lhs.dtype)
+             or (cpu is fold_first_axis
+                 and _folds_to_plain(*spatial_shapes(config, lhs.shape, rhs.shape)[1:]))))
     if not may_loop:
         return cpu(lhs, rhs, config)
 

@@ -1311,3 +1311,23 @@ def test_per_image_loops_are_lowered_only_for_one_device_per_program() -> None:
     assert result["input gradient spec"] == ["b"], result
     # The loop-free formulations against the per-image ones on one device: same sums, float32.
     assert result["max difference"] <= tolerance("float32"), result
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_a_fold_with_one_tap_on_its_first_axis_takes_the_2d_rules(
+        monkeypatch: pytest.MonkeyPatch, plain: bool) -> None:
+    # A 1x3x3 convolution folds into a 2-D one over (images x depth) without copies, and its
+    # filter gradient (one output on that axis) into one over (features x depth): both take the
+    # 2-D rules, float32 products included (item 35 of benchmarks/README.md); with the switch off
+    # they are nested ones, where float32 keeps the native kernel.
+    monkeypatch.setattr(formulations, "DEPTH_ONE_AS_2D", plain)
+    recorder = _Recorder()
+    chosen = _chosen(monkeypatch, (2, 64, 8, 28, 28), (64, 64, 1, 3, 3), "float32", recorder)
+    top, subs = chosen[::2] if plain else chosen, chosen[1::2] if plain else recorder.nested
+    assert top == ["fold_first_axis"] * 3
+    products = {"shift_matmul", "taps_matmul", "channels_last_matmul"}
+    if plain:
+        assert len(subs) == 3 and not recorder.nested
+        assert set(subs) & products, subs
+    else:
+        assert len(subs) == 3 and not set(subs) & products, subs
