@@ -7,10 +7,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from impl import _formulations, _vma
 from impl._config import ConvConfig, make_config
 from impl._rule import lhs_cotangent, rhs_cotangent
+from impl._sharding import result_sharding, with_result_sharding
 
 
 def _forward_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, config: ConvConfig) -> jnp.ndarray:
@@ -110,6 +112,7 @@ def conv_general_dilated(
     batch_group_count: int = 1,
     precision: Any = None,
     preferred_element_type: Any = None,
+    out_sharding: NamedSharding | PartitionSpec | None = None,
 ) -> jax.Array:
     r"""``jax.lax.conv_general_dilated`` whose gradient is the rotated-filter rule.
 
@@ -120,12 +123,18 @@ def conv_general_dilated(
     * ``rhs``: ``(out_features, in_features // feature_group_count, *window)``,
     * result: ``(batch // batch_group_count, out_features, *out_spatial)``.
 
+    ``out_sharding`` (a ``NamedSharding``, a ``PartitionSpec`` or ``None``) is the result's sharding
+    under a mesh with explicit axes, as in lax: the result's type (``jax.typeof(out).sharding``),
+    the values accepted and the errors raised are lax's, and each operand's gradient has its
+    operand's sharding (``impl/_sharding.py``).
+
     Reverse-mode derivatives use a ``jax.custom_vjp`` whose backward pass is
     :math:`\partial L/\partial X = G \ast \mathrm{rot180}(F)` (full convolution) and
     :math:`\partial L/\partial F = X \star G` (valid correlation), generalised to strides,
     padding, dilations, groups and layouts (see ``impl/_rule.py``).
 
-    Raises ``TypeError``/``ValueError`` on bad arguments before any computation.
+    Raises ``TypeError``/``ValueError`` on bad arguments before any computation (and for
+    ``out_sharding``, lax's own errors, ``ShardingTypeError`` included).
 
     >>> import jax.numpy as jnp
     >>> x = jnp.arange(9.0).reshape(1, 1, 3, 3)
@@ -137,7 +146,8 @@ def conv_general_dilated(
     config = make_config(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                          dimension_numbers, feature_group_count, batch_group_count, precision,
                          preferred_element_type)
-    return conv_with_rule(config, lhs, rhs)
+    sharding = result_sharding(lhs, rhs, config, out_sharding)
+    return with_result_sharding(functools.partial(conv_with_rule, config), lhs, rhs, sharding)
 
 
 def conv2d(x: jax.typing.ArrayLike, f: jax.typing.ArrayLike) -> jax.Array:

@@ -25,10 +25,12 @@ import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.extend.core import primitives as lax_primitives
 from jax.interpreters import ad, batching, mlir
+from jax.sharding import NamedSharding, PartitionSpec
 
 from impl import _formulations, _rule, _vma
 from impl._config import ConvConfig, make_config
 from impl._primitive_batching import batch_rule
+from impl._sharding import result_sharding, with_result_sharding
 
 conv_general_dilated_p = Primitive("convgrad_conv_general_dilated")
 
@@ -104,6 +106,7 @@ def conv_general_dilated(
     batch_group_count: int = 1,
     precision: Any = None,
     preferred_element_type: Any = None,
+    out_sharding: NamedSharding | PartitionSpec | None = None,
 ) -> jax.Array:
     r"""``jax.lax.conv_general_dilated`` as a primitive: every transformation, rule in reverse.
 
@@ -115,6 +118,10 @@ def conv_general_dilated(
     * ``rhs``: ``(out_features, in_features // feature_group_count, *window)``,
     * result: ``(batch // batch_group_count, out_features, *out_spatial)``.
 
+    ``out_sharding`` (a ``NamedSharding``, a ``PartitionSpec`` or ``None``) is the result's sharding
+    under a mesh with explicit axes, as in lax and ``impl.conv_general_dilated``: the primitive is
+    bound over Auto axes and its result resharded to lax's result type (``impl/_sharding.py``).
+
     Reverse mode (``jax.grad``, ``jax.vjp``, ``jax.jacrev``) transposes the op with the
     rotated-filter rule, :math:`\partial L/\partial X = G \ast \mathrm{rot180}(F)` and
     :math:`\partial L/\partial F = X \star G`; forward mode (``jax.jvp``, ``jax.linearize``,
@@ -122,7 +129,8 @@ def conv_general_dilated(
     convolutions from this primitive, so ``jax.hessian``, Hessian-vector products, ``jax.vmap``,
     ``jax.jit`` and ``jax.export`` compose to any order.
 
-    Raises ``TypeError``/``ValueError`` on bad arguments before any computation.
+    Raises ``TypeError``/``ValueError`` on bad arguments before any computation (and for
+    ``out_sharding``, lax's own errors, ``ShardingTypeError`` included).
 
     >>> import jax, jax.numpy as jnp
     >>> x = jnp.arange(9.0).reshape(1, 1, 3, 3)
@@ -137,7 +145,8 @@ def conv_general_dilated(
     config = make_config(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                          dimension_numbers, feature_group_count, batch_group_count, precision,
                          preferred_element_type)
-    return _bind(lhs, rhs, config)
+    sharding = result_sharding(lhs, rhs, config, out_sharding)
+    return with_result_sharding(lambda lhs, rhs: _bind(lhs, rhs, config), lhs, rhs, sharding)
 
 
 __all__ = ["conv_general_dilated", "conv_general_dilated_p"]
