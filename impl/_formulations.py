@@ -236,10 +236,11 @@ def _unpadded_slow(config: ConvConfig) -> bool:
 
     With jaxlib 0.10 (not 0.11 or later: ``_newer_kernels``), a dense 2-D convolution whose
     padding is zero on every side ran at half the speed of the same one with any padding at all
-    (``benchmarks/probe_unpadded.py``; VALID 3x3 on (32, 64, 28, 28): 41 ms, padded by one
-    column and sliced 20 ms, the same in float64, float16 and bfloat16). Not with lhs dilation
-    (1.09), groups (1.01-1.04), or in 1-D (1.33) and 3-D (1.06). ``UNPADDED_AS_PADDED`` switches
-    it off and on for ``benchmarks/ab_constants.py``.
+    (``benchmarks/probe_unpadded.py``, forward alone; VALID 3x3 on (32, 64, 28, 28): 44 ms,
+    padded by one column and sliced 19 ms, alike in float64, float16 and bfloat16, with rhs
+    dilation and at stride 2). Not with lhs dilation (1.04), groups (1.07-1.09), or in 1-D
+    (1.19-1.81) and 3-D (1.05). Whole steps: 0.72-1.02 (item 35 of benchmarks/README.md).
+    ``UNPADDED_AS_PADDED`` switches it off and on for ``benchmarks/ab_constants.py``.
     """
     return (bool(UNPADDED_AS_PADDED) and len(config.padding) == 2 and not _newer_kernels()
             and all(pair == (0, 0) for pair in config.padding)
