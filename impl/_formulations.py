@@ -303,15 +303,18 @@ def native_per_backend(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> ja
 # features; the results are concatenated along the output features.
 # Batch groups: O[b, g·O_g + o] = Σ_{c, t} X̃[g·B_g + b, c, ·] F[g·O_g + o, c, t], so group g is the
 # dense convolution of the g-th slice of the lhs batch with the g-th slice of rhs out features.
-def per_group(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
-    """``feature_group_count`` or ``batch_group_count`` groups as that many dense convolutions."""
+def per_group(lhs: jax.Array, rhs: jax.Array, config: ConvConfig,
+              dense_conv: Formulation | None = None) -> jax.Array:
+    """``feature_group_count`` or ``batch_group_count`` groups as that many dense convolutions,
+    each ``dense_conv`` (default ``native``; the primitive's lowering passes ``lax_conv`` off CPU,
+    ``impl._partitioner``)."""
     lhs_spec, rhs_spec, out_spec = config.dimension_numbers
     feature_groups = config.feature_group_count > 1
     groups = config.feature_group_count if feature_groups else config.batch_group_count
     lhs_axis = lhs_spec[1] if feature_groups else lhs_spec[0]
     dense = ConvConfig(**{**config.as_lax_kwargs(), "feature_group_count": 1,
                           "batch_group_count": 1})
-    parts = [native(lhs_part, rhs_part, dense) for lhs_part, rhs_part in zip(
+    parts = [(dense_conv or native)(lhs_part, rhs_part, dense) for lhs_part, rhs_part in zip(
         jnp.split(lhs, groups, axis=lhs_axis), jnp.split(rhs, groups, axis=rhs_spec[0]),
         strict=True)]
     return jnp.concatenate(parts, axis=out_spec[1])

@@ -14,10 +14,15 @@ with every rule JAX asks of one:
 * batching: the vmapped axis folded into the batch or feature axes (``impl._primitive_batching``);
 * lowering and impl: the native ``jax.lax.conv_general_dilated`` on every backend; on CPU, with
   the negative padding of undilated axes taken off the input first (``impl._formulations.native``:
-  XLA:CPU's own kernel reads outside its input there, openxla/xla#48713).
+  XLA:CPU's own kernel reads outside its input there, openxla/xla#48713). With jaxlib before
+  0.12.1, whose SPMD partitioner gets batch groups wrong, a convolution with batch groups (the
+  filter gradient of a grouped one) in a program that spans several devices is one dense
+  convolution per group (``impl._partitioner``); eager operands on several devices are compiled
+  through that lowering.
 """
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -27,7 +32,7 @@ from jax.extend.core import primitives as lax_primitives
 from jax.interpreters import ad, batching, mlir
 from jax.sharding import NamedSharding, PartitionSpec
 
-from impl import _formulations, _rule, _vma
+from impl import _formulations, _partitioner, _rule, _vma
 from impl._config import ConvConfig, make_config
 from impl._primitive_batching import batch_rule
 from impl._sharding import result_sharding, with_result_sharding
@@ -45,15 +50,40 @@ def _bind(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     return conv_general_dilated_p.bind(lhs, rhs, config=config)
 
 
-def _native_conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
-    return _formulations.lax_conv(lhs, rhs, config)
+def _lowering(dense_conv: _partitioner.DenseConv) -> Callable[..., Sequence[Any]]:
+    """The lowering rule that computes this primitive as ``dense_conv(lhs, rhs, config)``, or,
+    where the SPMD partitioner would get its batch groups wrong (``impl._partitioner``), as one
+    ``dense_conv`` per batch group. The choice is made in Python for the program being lowered,
+    so a program on one device is exactly what it was without that workaround."""
+
+    def conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+        return dense_conv(lhs, rhs, config)
+
+    def per_batch_group(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+        return _formulations.per_group(lhs, rhs, config, dense_conv)
+
+    def lower(ctx: mlir.LoweringRuleContext, lhs: Any, rhs: Any, *, config: ConvConfig
+              ) -> Sequence[Any]:
+        split = _partitioner.splits_batch_groups(config, ctx.module_context.axis_context)
+        return mlir.lower_fun(per_batch_group if split else conv, multiple_results=False)(
+            ctx, lhs, rhs, config=config)
+
+    return lower
 
 
-def _native_cpu_conv(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
-    return _formulations.native(lhs, rhs, config)
+@functools.partial(jax.jit, static_argnames="config")
+def _compiled(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+    return conv_general_dilated_p.bind(lhs, rhs, config=config)
 
 
-def _native_per_backend(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+def _impl(lhs: jax.Array, rhs: jax.Array, *, config: ConvConfig) -> jax.Array:
+    """An eager bind: operands on one device run the native convolution as before; operands that
+    span several devices compile the bind as one program (as JAX applies its own primitives), so
+    that it takes ``_lowering``'s choice for a partitioned program."""
+    devices = {device for operand in (lhs, rhs)
+               for device in getattr(getattr(operand, "sharding", None), "device_set", ())}
+    if len(devices) > 1:
+        return _compiled(lhs, rhs, config=config)
     return _formulations.native_per_backend(lhs, rhs, config)
 
 
@@ -81,17 +111,15 @@ def _transpose_rhs(
     return _rule.rhs_cotangent(_bind, cotangent, lhs, config, rhs.aval.shape, rhs.aval.dtype)
 
 
-conv_general_dilated_p.def_impl(_native_per_backend)
+conv_general_dilated_p.def_impl(_impl)
 conv_general_dilated_p.def_abstract_eval(_abstract_eval)
 # Bilinear: the JVP is bind(dX, F) + bind(X, dF) (symbolic-zero tangents skipped), and each
 # argument's transpose is the rotated-filter rule, called through the functions above.
 ad.defbilinear(conv_general_dilated_p, _transpose_lhs, _transpose_rhs)
 batching.primitive_batchers[conv_general_dilated_p] = (
     lambda args, dims, *, config: batch_rule(_bind, args, dims, config=config))
-mlir.register_lowering(conv_general_dilated_p,
-                       mlir.lower_fun(_native_conv, multiple_results=False))
-mlir.register_lowering(conv_general_dilated_p,
-                       mlir.lower_fun(_native_cpu_conv, multiple_results=False), platform="cpu")
+mlir.register_lowering(conv_general_dilated_p, _lowering(_formulations.lax_conv))
+mlir.register_lowering(conv_general_dilated_p, _lowering(_formulations.native), platform="cpu")
 
 
 def conv_general_dilated(
