@@ -2065,7 +2065,7 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     if not out_spatial or 0 in (*lhs.shape, *rhs.shape, *out_spatial):
         # No spatial axes (a matrix product), or nothing to sum or nothing to write (an empty
         # output, or zeros): lax's own, which the formulations need not handle.
-        return lax_conv(lhs, rhs, config)
+        return _lax_conv_partitioned(lhs, rhs, config)
     if _widens_bfloat16(lhs.dtype, config):
         if len(config.window_strides) == 1 and max(config.feature_group_count,
                                                      config.batch_group_count) == 1:
@@ -2082,10 +2082,33 @@ def conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
     else:
         cpu = cpu_formulation(lhs.shape, rhs.shape, config, lhs.dtype)
         if cpu is native:
+            if _splits_batch_groups(config):
+                return _lax_conv_partitioned(lhs, rhs, config)
             return native_per_backend(lhs, rhs, config)
 
         def on_cpu(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
             return _cpu_conv(lhs, rhs, config, cpu)
 
     return lax.platform_dependent(lhs, rhs, cpu=on_cpu,
-                                  default=lambda a, b: lax_conv(a, b, config))
+                                  default=lambda a, b: _lax_conv_partitioned(a, b, config))
+
+
+def _splits_batch_groups(config: ConvConfig) -> bool:
+    """Whether ``config`` has batch groups and jaxlib's SPMD partitioner gets them wrong
+    (``impl._partitioner``; before ``FIXED_PARTITIONER_JAXLIB``)."""
+    from impl import _partitioner  # it imports this module
+    return (config.batch_group_count > 1
+            and _JAXLIB_VERSION < _partitioner.FIXED_PARTITIONER_JAXLIB)
+
+
+def _lax_conv_partitioned(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
+    """``lax_conv`` where the op hands a convolution to lax (off CPU; on CPU with no spatial axes
+    or where ``cpu_formulation`` keeps the native kernel), except for batch groups where
+    ``_splits_batch_groups``: then ``impl.primitive``'s primitive, whose lowering computes them
+    one group at a time in a program spanning several devices and natively on one device
+    (the filter gradient of a grouped layer whose input batch is sharded; lax's was 2-4x the
+    truth with those jaxlibs, ``tests/test_sharded_groups.py``)."""
+    if not _splits_batch_groups(config):
+        return lax_conv(lhs, rhs, config)
+    from impl import primitive  # it imports this module
+    return primitive._bind(lhs, rhs, config)

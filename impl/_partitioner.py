@@ -10,7 +10,9 @@ whose input batch is sharded over "data" of a 4 x 2 ("data", "model") mesh came 
 partitions the same programs right. The primitive's lowering therefore computes such a
 convolution as one dense convolution per batch group, in programs that span several devices, on
 jaxlib releases before ``FIXED_PARTITIONER_JAXLIB``; a program on one device, or one device per
-program (a ``shard_map`` body with every mesh axis manual), keeps the native convolution.
+program (a ``shard_map`` body with every mesh axis manual), keeps the native convolution. The
+``custom_vjp`` op binds the primitive where it would hand such a convolution to lax
+(``_formulations._lax_conv_partitioned``: off CPU, and on CPU where no formulation takes it).
 """
 
 from collections.abc import Callable
