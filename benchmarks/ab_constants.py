@@ -77,10 +77,8 @@ def one_run(constant: str, values: list[int], dtypes: list[str], repeats: int, o
 
 def markdown(constant: str, values: list[int], runs: list[list[dict[str, Any]]],
              environment: dict[str, Any]) -> str:
-    versions = environment["versions"]
     first, second = values
-    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
-             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+    lines = [bench.device_line(environment),
              f"jit(grad) of sum(sin(conv)) (the benchmark's step) traced with "
              f"impl._formulations.{constant} = {first} and = {second}, interleaved medians in "
              f"each of {len(runs)} processes. ratio = {second} / {first} (below 1: {second} made "

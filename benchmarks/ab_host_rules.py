@@ -57,9 +57,7 @@ def one_run(rule: str, dtypes: list[str], repeats: int, only: str) -> list[dict[
 
 def markdown(rule: str, runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
     variable, applied, not_applied = RULES[rule]
-    versions = environment["versions"]
-    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
-             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+    lines = [bench.device_line(environment),
              f"jit(grad) of sum(sin(conv)) (the benchmark's step) traced with {variable}="
              f"{not_applied} (off) and ={applied} (on), interleaved medians in each of {len(runs)} "
              f"processes. ratio = on / off (below 1: the host rule made the step faster).",

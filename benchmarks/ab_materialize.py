@@ -54,9 +54,7 @@ def one_run(repeats: int, only: str) -> list[dict[str, Any]]:
 
 
 def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
-    versions = environment["versions"]
-    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
-             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+    lines = [bench.device_line(environment),
              f"jit(grad) of sum(sin(conv)) in float32 (the benchmark's step), the op with its CPU "
              f"cotangent materialisation and without it, interleaved medians in each of "
              f"{len(runs)} processes. ratio = without / with (above 1: materialising pays).",

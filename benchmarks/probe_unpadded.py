@@ -112,9 +112,7 @@ def measure(case: Case, repeats: int) -> dict[str, float]:
 def markdown(rows: list[tuple[Case, dict[str, float]]], repeats: int) -> str:
     """The probe's report."""
     environment = bench.environment()
-    versions = environment["versions"]
-    lines = [f"Device: {bench.describe_machine(environment)}; jax {versions['jax']}, jaxlib "
-             f"{versions['jaxlib']}.",
+    lines = [bench.device_line(environment, python=False),
              f"The forward alone, medians of {repeats} interleaved repeats in one process: "
              "unpadded (VALID) as lax computes it, and padded at the last axis's high end by one "
              "stride with the extra output sliced off. ratio = padded / unpadded (below 1: "

@@ -127,9 +127,7 @@ def forward_seconds(shape: bench.Shape, repeats: int) -> dict[str, float]:
 def markdown(errors: dict[str, float], forwards: dict[str, float], repeats: int) -> str:
     """The probe's report."""
     environment = bench.environment()
-    versions = environment["versions"]
-    lines = [f"Device: {bench.describe_machine(environment)}; jax {versions['jax']}, jaxlib "
-             f"{versions['jaxlib']}.",
+    lines = [bench.device_line(environment, python=False),
              f"{SHAPE}'s forward (float32, medians of {repeats} interleaved repeats in one "
              "process). Winograd F(2x2, 3x3) against native in float64: largest absolute error "
              f"{errors['max_abs_error']:.2e}, relative to the largest output "

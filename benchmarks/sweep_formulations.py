@@ -136,9 +136,7 @@ def one_run(repeats: int, rules: list[str], only: str = "",
 
 
 def markdown(runs: list[list[dict[str, Any]]], environment: dict[str, Any]) -> str:
-    versions = environment["versions"]
-    lines = [f"Device: {bench.describe_machine(environment)}; Python {versions['python']}, jax "
-             f"{versions['jax']}, jaxlib {versions['jaxlib']}.",
+    lines = [bench.device_line(environment),
              f"jit(grad) of sum(sin(conv)) (the benchmark's step), each rule forced off and on, "
              f"interleaved medians in each of {len(runs)} processes. ratio = on / off (below 1: "
              f"the formulation made the step faster). rule: what the rule answers (per question "

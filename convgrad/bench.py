@@ -568,6 +568,14 @@ def describe_machine(env: dict[str, Any]) -> str:
     return f"{env['device']} ({'; '.join(parts)}; {env['cpu_count']} cores)"
 
 
+def device_line(environment: dict[str, Any], python: bool = True) -> str:
+    """A report's first line: the machine (``describe_machine``) and the versions that ran."""
+    versions = environment["versions"]
+    interpreter = f"Python {versions['python']}, " if python else ""
+    return (f"Device: {describe_machine(environment)}; {interpreter}jax {versions['jax']}, "
+            f"jaxlib {versions['jaxlib']}.")
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
