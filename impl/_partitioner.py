@@ -35,6 +35,5 @@ def splits_batch_groups(config: ConvConfig, axis_context: Any) -> bool:
     (``_formulations.per_group``): it has batch groups, spans several devices
     (``_formulations._one_device_per_program``, the test ``_formulations._one_device_p`` lowers
     by) and is partitioned by a jaxlib before ``FIXED_PARTITIONER_JAXLIB``."""
-    return (config.batch_group_count > 1
-            and _formulations._JAXLIB_VERSION < FIXED_PARTITIONER_JAXLIB
+    return (_formulations._splits_batch_groups(config)
             and not _formulations._one_device_per_program(axis_context))
