@@ -43,9 +43,10 @@ CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_
              "SHIFT_WIDEN_PER_STEP", "CHANNELS_LAST_WIDEN_PER_STEP", "SLOW_BFLOAT16_PRODUCTS",
              "FLAT_PRODUCTS", "TAPS_CHUNKS", "WINOGRAD", "WINOGRAD_WINDOW",
              "MIN_NEWER_FLOAT32_TAPS_FEATURES", "NEWER_FLOAT32_1D_SHIFT", "DEPTH_ONE_AS_2D",
-             "UNPADDED_AS_PADDED")
+             "UNPADDED_AS_PADDED", "WIDEN_BEFORE_PAD")
 SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.many_features(),
-          *bench.one_dimensional(), *bench.three_dimensional(), *bench.unpadded()]
+          *bench.one_dimensional(), *bench.three_dimensional(), *bench.unpadded(),
+          *bench.depthwise()]
 
 
 def lowered_steps(constant: str, values: list[int], shape: bench.Shape,

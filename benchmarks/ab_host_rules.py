@@ -29,7 +29,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RULES = {"avx512": (_host.AVX512_OVERRIDE, "no", "yes"),
          "bfloat16": (_host.BFLOAT16_OVERRIDE, "float32", "native")}
 # Small planes and 3-D convolutions beyond the suite (where the AVX-512 rule chooses differently).
-SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.three_dimensional()]
+SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.three_dimensional(),
+          *bench.depthwise()]
 
 
 def one_run(rule: str, dtypes: list[str], repeats: int, only: str) -> list[dict[str, Any]]:

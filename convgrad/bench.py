@@ -148,6 +148,22 @@ def unpadded() -> list[Shape]:
     ]
 
 
+def depthwise() -> list[Shape]:
+    """Depthwise and small-group shapes beyond the suite, for the A/B scripts: where the CPU rules
+    for formulations without matrix products (``grouped_taps``, ``batch_grouped_reduce``) choose,
+    and how bfloat16 is computed there (item 36 of benchmarks/README.md)."""
+    return [
+        Shape("depthwise 3x3 valid", "depthwise", (16, 64, 56, 56), (64, 1, 3, 3), groups=64),
+        Shape("depthwise 5x5", "depthwise", (16, 64, 28, 28), (64, 1, 5, 5), pad=2, groups=64),
+        Shape("depthwise 3x3 multiplier 2", "depthwise", (16, 32, 56, 56), (64, 1, 3, 3), pad=1,
+              groups=32),
+        Shape("depthwise 1-D k9", "depthwise", (8, 128, 4000), (128, 1, 9), pad=4, groups=128),
+        Shape("depthwise 3-D 3x3x3", "depthwise", (2, 64, 8, 28, 28), (64, 1, 3, 3, 3), pad=1,
+              groups=64),
+        Shape("grouped 4 per group", "grouped", (16, 64, 28, 28), (64, 4, 3, 3), pad=1,
+              groups=16),
+    ]
+
 def one_dimensional() -> list[Shape]:
     """Strided 1-D shapes beyond the suite's audio (speech and audio front ends), for the A/B
     scripts: where the CPU rules for 1-D input gradients (lhs dilation 2) and filter gradients

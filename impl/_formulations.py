@@ -202,6 +202,11 @@ DEPTH_ONE_AS_2D = True
 # Whether a dense 2-D convolution without padding gets one more output from padding, sliced off,
 # where XLA:CPU ran the unpadded one at half speed (``_unpadded_slow``).
 UNPADDED_AS_PADDED = True
+# Whether ``_padded_canonical`` converts a narrower input to the accumulation type before padding
+# it, not after: bfloat16 depthwise steps 0.58-0.89 on an AMD EPYC Zen 4 with AVX-512 BF16, where
+# the bfloat16 pad and its conversion in every read were slow, the others 0.93-1.00 (item 36 of
+# benchmarks/README.md; hosts that compute bfloat16 in float32 convert before anyway).
+WIDEN_BEFORE_PAD = True
 
 
 def lax_conv(lhs: jax.Array, rhs: jax.Array, config: ConvConfig) -> jax.Array:
@@ -368,7 +373,7 @@ def _padded_canonical(lhs: jax.Array, config: ConvConfig, window: Sequence[int],
     The pad comes before the move to canonical layout. A forward and its filter gradient then
     build the same padded array from the same input (their windows reach equally far, and the
     filter gradient's lhs is the forward's in another layout), and XLA keeps one copy of it
-    (``SHARED_PADDING``).
+    (``SHARED_PADDING``). The conversion to ``dtype`` comes first (``WIDEN_BEFORE_PAD``).
     """
     lhs_spec = config.dimension_numbers.lhs_spec
     if not SHARED_PADDING or 0 in out_spatial:
@@ -379,6 +384,8 @@ def _padded_canonical(lhs: jax.Array, config: ConvConfig, window: Sequence[int],
                                             out_spatial, strict=True):
         reach = s * (m - 1) + d * (k - 1) + 1
         pads[axis] = (lo, reach - lo - ((lhs.shape[axis] - 1) * a + 1), a - 1)
+    if WIDEN_BEFORE_PAD:
+        lhs = lhs.astype(dtype)
     padded = lax.pad(lhs, jnp.zeros((), lhs.dtype), pads)
     return jnp.transpose(padded, lhs_spec).astype(dtype)
 

@@ -71,10 +71,11 @@ CASES = [
 
 def _outputs(conv, lhs: jax.Array, rhs: jax.Array, kwargs: dict):
     strides = kwargs.get("window_strides", (1,) * (lhs.ndim - 2))
-    options = {k: v for k, v in kwargs.items() if k != "window_strides"}
+    padding = kwargs.get("padding", "SAME")
+    options = {k: v for k, v in kwargs.items() if k not in ("window_strides", "padding")}
 
     def forward(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
-        return conv(lhs, rhs, strides, "SAME", **options)
+        return conv(lhs, rhs, strides, padding, **options)
 
     def loss(lhs: jax.Array, rhs: jax.Array) -> jax.Array:
         return jnp.sum(jnp.sin(forward(lhs, rhs).astype(jnp.float32)))
@@ -82,10 +83,8 @@ def _outputs(conv, lhs: jax.Array, rhs: jax.Array, kwargs: dict):
     return jax.jit(lambda a, b: (forward(a, b), *jax.grad(loss, (0, 1))(a, b)))(lhs, rhs)
 
 
-@pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", CASES, ids=str)
-def test_bfloat16_in_float32_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple,
-                                           rhs_shape: tuple, kwargs: dict) -> None:
-    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+def _assert_bfloat16_matches_native(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> None:
+    """The op's bfloat16 output and gradients against native's, within bfloat16's tolerance."""
     rng = np.random.default_rng(0)
     lhs = random_array(rng, lhs_shape, "bfloat16")
     rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(jnp.bfloat16)
@@ -95,6 +94,13 @@ def test_bfloat16_in_float32_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_
         assert actual.dtype == expected.dtype, what
         error = relative_error(actual, expected)
         assert error <= tolerance("bfloat16"), f"{what}: {error:.3e}"
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", CASES, ids=str)
+def test_bfloat16_in_float32_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple,
+                                           rhs_shape: tuple, kwargs: dict) -> None:
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "float32")
+    _assert_bfloat16_matches_native(lhs_shape, rhs_shape, kwargs)
 
 
 def _product_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str]:
@@ -255,3 +261,38 @@ def test_shift_matmul_widens_per_step_at_unit_strides_or_with_newer_kernels(
     assert _formulations._widens_per_step(_formulations.channels_last_matmul,
                                           wide_result) is False
     assert _formulations._widens_per_step(_formulations.columns_matmul, config) is False
+
+
+
+# (lhs, rhs, keyword arguments): bfloat16 depthwise cases, in 2-D at stride 1 and 2, in 1-D and
+# in 3-D without padding, whose formulations pad the input (``_formulations._padded_canonical``).
+DEPTHWISE_CASES = [
+    ((2, 16, 14, 14), (16, 1, 3, 3), {"feature_group_count": 16}),
+    ((2, 24, 15, 15), (24, 1, 3, 3), {"feature_group_count": 24, "window_strides": (2, 2)}),
+    ((2, 8, 50), (8, 1, 9), {"feature_group_count": 8}),
+    ((1, 8, 4, 10, 10), (8, 1, 1, 3, 3), {"feature_group_count": 8, "padding": "VALID"}),
+]
+
+
+def _pad_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str]:
+    """Element types of the pads of the op's lowered CPU step that have the input's rank."""
+    lhs = jax.ShapeDtypeStruct(lhs_shape, jnp.bfloat16)
+    rhs = jax.ShapeDtypeStruct(rhs_shape, jnp.bfloat16)
+    text = jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, kwargs)).lower(
+        lhs, rhs).as_text()
+    rank = "x".join([r"\d+"] * len(lhs_shape))
+    return set(re.findall(rf"stablehlo\.pad .*?: \(tensor<{rank}x(\w+)>", text))
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", DEPTHWISE_CASES, ids=str)
+def test_depthwise_inputs_are_widened_before_their_padding(
+        monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> None:
+    """Item 36 of benchmarks/README.md: where the host computes bfloat16 as such, a depthwise
+    step pads its float32 input (``WIDEN_BEFORE_PAD``), not the bfloat16 one, and agrees with
+    native."""
+    monkeypatch.setenv(_host.BFLOAT16_OVERRIDE, "native")
+    monkeypatch.setattr(_formulations, "WIDEN_BEFORE_PAD", False)
+    assert "bf16" in _pad_dtypes(lhs_shape, rhs_shape, kwargs)
+    monkeypatch.setattr(_formulations, "WIDEN_BEFORE_PAD", True)
+    assert _pad_dtypes(lhs_shape, rhs_shape, kwargs) == {"f32"}
+    _assert_bfloat16_matches_native(lhs_shape, rhs_shape, kwargs)
