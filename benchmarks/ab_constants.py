@@ -18,10 +18,13 @@ computed in float32, ``SLOW_BFLOAT16_PRODUCTS`` whether bfloat16 takes float32's
 F(2x2, 3x3) serves float32 3x3 convolutions with many features on small planes, and
 ``WINOGRAD_WINDOW`` whether F(3x3, 2x2) serves their filter gradients;
 ``MIN_NEWER_FLOAT32_TAPS_FEATURES`` is a feature count and ``NEWER_FLOAT32_1D_SHIFT`` a switch of
-the rules for jaxlib 0.11 and later). This script lowers
+the rules for jaxlib 0.11 and later; ``DEPTH_ONE_AS_2D`` and ``UNPADDED_AS_PADDED`` switch
+item 35's rules for 1xKxK 3-D and unpadded convolutions, ``WIDEN_BEFORE_PAD`` item 36's order of
+conversion and padding). This script lowers
 the benchmark's step (``convgrad.bench.grad_step``) with the constant set to each of the two
 values, on the model suite and the shapes beyond it (``bench.small_planes``,
-``bench.many_features`` and ``bench.one_dimensional``), times the two programs interleaved in
+``bench.many_features``, ``bench.one_dimensional``, ``bench.three_dimensional``,
+``bench.unpadded`` and ``bench.depthwise``), times the two programs interleaved in
 one process, and repeats that in ``--runs`` fresh processes. A ratio below 1 means the second
 value made the step faster; rows whose two programs are the same are listed without times.
 """
