@@ -164,6 +164,7 @@ def depthwise() -> list[Shape]:
               groups=16),
     ]
 
+
 def one_dimensional() -> list[Shape]:
     """Strided 1-D shapes beyond the suite's audio (speech and audio front ends), for the A/B
     scripts: where the CPU rules for 1-D input gradients (lhs dilation 2) and filter gradients

@@ -203,9 +203,10 @@ DEPTH_ONE_AS_2D = True
 # where XLA:CPU ran the unpadded one at half speed (``_unpadded_slow``).
 UNPADDED_AS_PADDED = True
 # Whether ``_padded_canonical`` converts a narrower input to the accumulation type before padding
-# it, not after: bfloat16 depthwise steps 0.58-0.89 on an AMD EPYC Zen 4 with AVX-512 BF16, where
-# the bfloat16 pad and its conversion in every read were slow, the others 0.93-1.00 (item 36 of
-# benchmarks/README.md; hosts that compute bfloat16 in float32 convert before anyway).
+# it, not after: bfloat16 depthwise steps 0.60-0.88 on an AMD EPYC Zen 4 with AVX-512 BF16, where
+# the bfloat16 pad and its conversion in every read were slow, the others 0.97-1.00 (0.67-0.89 and
+# 0.94-1.01 with jaxlib 0.12.1; item 36 of benchmarks/README.md; hosts that compute bfloat16 in
+# float32 convert before anyway).
 WIDEN_BEFORE_PAD = True
 
 

@@ -263,7 +263,6 @@ def test_shift_matmul_widens_per_step_at_unit_strides_or_with_newer_kernels(
     assert _formulations._widens_per_step(_formulations.columns_matmul, config) is False
 
 
-
 # (lhs, rhs, keyword arguments): bfloat16 depthwise cases, in 2-D at stride 1 and 2, in 1-D and
 # in 3-D without padding, whose formulations pad the input (``_formulations._padded_canonical``).
 DEPTHWISE_CASES = [
