@@ -103,12 +103,17 @@ def test_bfloat16_in_float32_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_
     _assert_bfloat16_matches_native(lhs_shape, rhs_shape, kwargs)
 
 
-def _product_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str]:
-    """Operand dtypes of the convolutions and matrix products of the op's lowered CPU step."""
+def _lowered_bfloat16_step(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> str:
+    """The op's bfloat16 forward and gradients (``_outputs``), lowered for this host's CPU."""
     lhs = jax.ShapeDtypeStruct(lhs_shape, jnp.bfloat16)
     rhs = jax.ShapeDtypeStruct(rhs_shape, jnp.bfloat16)
-    text = jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, kwargs)).lower(
+    return jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, kwargs)).lower(
         lhs, rhs).as_text()
+
+
+def _product_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str]:
+    """Operand dtypes of the convolutions and matrix products of the op's lowered CPU step."""
+    text = _lowered_bfloat16_step(lhs_shape, rhs_shape, kwargs)
     return set(re.findall(r"stablehlo\.(?:dot_general|convolution).*?: \(tensor<[^>]*x(\w+)>", text))
 
 
@@ -275,10 +280,7 @@ DEPTHWISE_CASES = [
 
 def _pad_dtypes(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> set[str]:
     """Element types of the pads of the op's lowered CPU step that have the input's rank."""
-    lhs = jax.ShapeDtypeStruct(lhs_shape, jnp.bfloat16)
-    rhs = jax.ShapeDtypeStruct(rhs_shape, jnp.bfloat16)
-    text = jax.jit(lambda a, b: _outputs(impl.conv_general_dilated, a, b, kwargs)).lower(
-        lhs, rhs).as_text()
+    text = _lowered_bfloat16_step(lhs_shape, rhs_shape, kwargs)
     rank = "x".join([r"\d+"] * len(lhs_shape))
     return set(re.findall(rf"stablehlo\.pad .*?: \(tensor<{rank}x(\w+)>", text))
 
