@@ -47,9 +47,7 @@ CONSTANTS = ("TAPS_BLOCK_BYTES", "CHANNELS_LAST_BLOCK_BYTES", "MAX_MATMUL_BLOCK_
              "FLAT_PRODUCTS", "TAPS_CHUNKS", "WINOGRAD", "WINOGRAD_WINDOW",
              "MIN_NEWER_FLOAT32_TAPS_FEATURES", "NEWER_FLOAT32_1D_SHIFT", "DEPTH_ONE_AS_2D",
              "UNPADDED_AS_PADDED", "WIDEN_BEFORE_PAD")
-SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.many_features(),
-          *bench.one_dimensional(), *bench.three_dimensional(), *bench.unpadded(),
-          *bench.depthwise()]
+SHAPES = bench.rule_shapes()
 
 
 def lowered_steps(constant: str, values: list[int], shape: bench.Shape,

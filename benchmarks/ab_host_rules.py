@@ -1,12 +1,14 @@
 """Whether a host-dependent CPU rule pays on this machine: whole steps with it forced each way.
 
-    PYTHONPATH=. python benchmarks/ab_host_rules.py [--rule avx512|bfloat16] [--runs R]
+    PYTHONPATH=. python benchmarks/ab_host_rules.py [--rule avx512|bfloat16|amx] [--runs R]
         [--repeats N] [--only NAMES] [--dtypes D] [--out FILE]
 
-Two of the op's CPU choices depend on the host's instruction sets (``impl._host``): without
+Three of the op's CPU choices depend on the host's instruction sets (``impl._host``): without
 AVX-512, float32 products also serve small planes and folded 3-D convolutions (``--rule avx512``,
 item 16 of benchmarks/README.md); without bfloat16 dot products, bfloat16 convolutions are
-computed in float32 (``--rule bfloat16``, item 15). Each is pinned by an environment variable,
+computed in float32 (``--rule bfloat16``, item 15); with AMX and jaxlib 0.12.1 or later, bfloat16
+takes float32's formulations at unit strides (``--rule amx``, item 37; with older jaxlib the
+two programs are the same). Each is pinned by an environment variable,
 read when the op is traced. This script lowers the benchmark's step (``convgrad.bench.grad_step``)
 with the variable set each way, on the model suite and a few shapes beyond it, times the two
 programs interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below
@@ -27,11 +29,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # rule: (environment variable, value that applies the rule, value that does not)
 RULES = {"avx512": (_host.AVX512_OVERRIDE, "no", "yes"),
-         "bfloat16": (_host.BFLOAT16_OVERRIDE, "float32", "native")}
-# Small planes and 3-D convolutions beyond the suite (where the AVX-512 rule chooses differently),
-# and depthwise ones (where bfloat16 computed in float32 gained on the Zen 4 EPYC, item 36).
-SHAPES = [*bench.model_suite(), *bench.small_planes(), *bench.three_dimensional(),
-          *bench.depthwise()]
+         "bfloat16": (_host.BFLOAT16_OVERRIDE, "float32", "native"),
+         "amx": (_host.AMX_OVERRIDE, "yes", "no")}
+# The suite and the shapes beyond it: small planes and 3-D convolutions (where the AVX-512 rule
+# chooses differently), depthwise ones (where bfloat16 computed in float32 gained on the Zen 4
+# EPYC, item 36), and the rest that the AMX rule reaches (item 37).
+SHAPES = bench.rule_shapes()
 
 
 def one_run(rule: str, dtypes: list[str], repeats: int, only: str) -> list[dict[str, Any]]:

@@ -143,9 +143,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     parser.add_argument("--one-run", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    shapes = {shape.name: shape
-              for shape in [*bench.model_suite(), *bench.small_planes(), *bench.many_features(),
-                            *bench.three_dimensional(), *bench.unpadded()]}
+    shapes = {shape.name: shape for shape in bench.rule_shapes()}
     if args.shape not in shapes:
         parser.error(f"shape (={args.shape!r}) must be one of {sorted(shapes)}")
     if args.repeats < 1 or args.processes < 1:

@@ -180,6 +180,13 @@ def one_dimensional() -> list[Shape]:
     ]
 
 
+def rule_shapes() -> list[Shape]:
+    """The suite and every set of shapes beyond it, each once: what the A/B scripts
+    (``benchmarks/ab_constants.py``, ``ab_host_rules.py``, ``pieces.py``) choose from."""
+    return [*model_suite(), *small_planes(), *many_features(), *one_dimensional(),
+            *three_dimensional(), *unpadded(), *depthwise()]
+
+
 def quick_suite() -> list[Shape]:
     """Tiny shapes for smoke tests: structure, not speed."""
     return [
@@ -568,6 +575,7 @@ def environment() -> dict[str, Any]:
             "cpu_features": list(features),
             "bfloat16_in_float32": _host.bfloat16_in_float32(),
             "float32_rules_without_avx512": _formulations._avx2_float32(np.dtype(np.float32)),
+            "bfloat16_rules_as_float32": _formulations._slow_bfloat16_products(),
             "cpu_count": _cpu_count(), "versions": versions,
             "omp_wait_policy": (os.environ.get("OMP_WAIT_POLICY") if worker is None
                                 else worker.versions["omp_wait_policy"])}
@@ -582,6 +590,8 @@ def describe_machine(env: dict[str, Any]) -> str:
         parts.append("bfloat16 convolutions in float32")
     if env.get("float32_rules_without_avx512"):
         parts.append("float32 formulations for CPUs without AVX-512")
+    if env.get("bfloat16_rules_as_float32"):
+        parts.append("bfloat16 formulations as float32's at unit strides")
     return f"{env['device']} ({'; '.join(parts)}; {env['cpu_count']} cores)"
 
 

@@ -157,8 +157,9 @@ NEWER_FLOAT32_1D_SHIFT = False
 # From this jaxlib on, XLA:CPU's bfloat16 products (float32 sums) ran no faster than its float32
 # ones on an Intel Xeon with AMX, where jaxlib 0.10.2's ran 5.6x faster on the same machine
 # (item 29 of benchmarks/README.md), and bfloat16 ``shift_matmul`` lost to the native kernel at
-# unit strides (``_slow_bfloat16_products``). ``SLOW_BFLOAT16_PRODUCTS`` (0 or 1) switches that
-# rule off and on for ``benchmarks/ab_constants.py``.
+# unit strides (``_slow_bfloat16_products``); on an AMD EPYC with AVX-512 BF16 but no AMX they ran
+# 2.2x as fast as float32's (item 37), so the rule asks for AMX too. ``SLOW_BFLOAT16_PRODUCTS``
+# (0 or 1) switches that rule off and on for ``benchmarks/ab_constants.py``.
 SLOW_BFLOAT16_PRODUCTS_JAXLIB = (0, 12, 1)
 SLOW_BFLOAT16_PRODUCTS = True
 # A small plane has many features from this many per unit of its side, √(positions)
@@ -1510,7 +1511,8 @@ def _newer_kernels() -> bool:
 
 
 def _slow_bfloat16_products() -> bool:
-    """Whether bfloat16 takes float32's answer in ``_shift_pays``: jaxlib 0.12.1 and later.
+    """Whether bfloat16 takes float32's answer in ``_shift_pays``: jaxlib 0.12.1 and later, on a
+    host with AMX (``_host.without_amx``; x86 CPUs that list no flags count as with).
 
     On the Intel Xeon with AMX of item 29 of benchmarks/README.md, XLA:CPU's 2048² product of
     bfloat16 operands with float32 sums ran at 243-255 GFLOP/s with jaxlib 0.12.1 (its float32
@@ -1529,8 +1531,16 @@ def _slow_bfloat16_products() -> bool:
     out strided too).
 
     Except on small planes with many features (``_many_features_on_small_plane``).
+
+    On an AMD EPYC of the Zen 4 generation (AVX-512 BF16, no AMX; items 36 and 37) jaxlib
+    0.12.1's bfloat16 products ran at 374 GFLOP/s against float32's 173, and the rule cost time.
+    Whole steps with it against without (``benchmarks/ab_host_rules.py --rule amx``, 3
+    processes, every bfloat16 shape it reaches): 1.04-1.45 on 20 of 23 (resnet 3x3 s1 1.30, s2
+    1.25, dilated 1.16, the video 1.16, small planes 1.08-1.34), 0.99 and 1.02 on two, 0.91 on
+    one (valid, 128 features on 14x14). So it holds only where AMX is.
     """
-    return bool(SLOW_BFLOAT16_PRODUCTS) and _JAXLIB_VERSION >= SLOW_BFLOAT16_PRODUCTS_JAXLIB
+    return (bool(SLOW_BFLOAT16_PRODUCTS) and _JAXLIB_VERSION >= SLOW_BFLOAT16_PRODUCTS_JAXLIB
+            and not _host.without_amx())
 
 
 def _many_features_on_small_plane(features: int, positions: int) -> bool:

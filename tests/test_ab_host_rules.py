@@ -42,3 +42,6 @@ def test_table_ratio_is_on_over_off_and_same_programs_have_no_times() -> None:
     assert "CONVGRAD_CPU_AVX512=yes (off) and =no (on)" in table
     assert "| a | float32 | 20.0 | 20.0 | 0.50, 1.50 | 1.00 |" in table
     assert "| b | bfloat16 | | | same program | |" in table
+    # The AMX rule applies with "yes" (item 37 of benchmarks/README.md).
+    amx = benchmark_script("ab_host_rules").markdown("amx", runs, bench.environment())
+    assert "CONVGRAD_CPU_AMX=no (off) and =yes (on)" in amx

@@ -31,6 +31,7 @@ def test_quick_json_has_rows_ratios_and_environment(quick_report):
     assert set(report["environment"]["cpu_features"]) <= set(_host.CPU_FEATURES)
     assert isinstance(report["environment"]["bfloat16_in_float32"], bool)
     assert isinstance(report["environment"]["float32_rules_without_avx512"], bool)
+    assert isinstance(report["environment"]["bfloat16_rules_as_float32"], bool)
     header, speed_line = (quick_report / "bench.md").read_text().splitlines()[:2]
     assert header.startswith(f"Device: cpu ({report['environment']['cpu_model']}")
     speed = report["machine_speed"]
@@ -231,6 +232,10 @@ def test_machine_description_names_the_processor_and_reads_older_reports():
     assert bench.describe_machine(avx2) == (
         "cpu (AMD EPYC; avx2; bfloat16 convolutions in float32; float32 formulations for CPUs "
         "without AVX-512; 2 cores)")
+    amx = {**newer, "bfloat16_rules_as_float32": True}
+    assert bench.describe_machine(amx) == (
+        "cpu (Intel(R) Xeon(R) Processor; avx512f, amx_bf16; bfloat16 formulations as float32's "
+        "at unit strides; 2 cores)")
 
 
 def test_cpu_description_without_a_model_name_or_flags():

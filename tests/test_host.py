@@ -29,7 +29,8 @@ from tests.helpers import random_array
     (_host.BFLOAT16_OVERRIDE, _host.bfloat16_in_float32, _host.lacks_bfloat16_dot, "float32",
      " Native "),
     (_host.AVX512_OVERRIDE, _host.without_avx512, _host.lacks_avx512, "no", " YES"),
-], ids=["bfloat16", "avx512"])
+    (_host.AMX_OVERRIDE, _host.without_amx, _host.lacks_amx, "No", "yes "),
+], ids=["bfloat16", "avx512", "amx"])
 def test_host_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch, variable: str,
                                           choice: Callable[[], bool],
                                           lacks: Callable[[str], bool], on: str, off: str) -> None:
@@ -44,16 +45,18 @@ def test_host_choice_follows_the_override(monkeypatch: pytest.MonkeyPatch, varia
     assert choice() == lacks(_host._cpuinfo())
 
 
-@pytest.mark.parametrize("flags, lacks_bfloat16_dot, lacks_avx512", [
-    ("fpu sse2 avx avx2 fma", True, True),                        # e.g. AMD EPYC (Zen 1-3)
-    ("fpu avx2 avx512f avx512_bf16", False, False),               # AMD Zen 4, Intel Cooper Lake
-    ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, False),   # Sapphire Rapids
-    ("fpu avx2 avx512f", True, False),                            # AVX-512 without BF16 (Skylake)
+@pytest.mark.parametrize("flags, lacks_bfloat16_dot, lacks_avx512, lacks_amx", [
+    ("fpu sse2 avx avx2 fma", True, True, True),                  # e.g. AMD EPYC (Zen 1-3)
+    ("fpu avx2 avx512f avx512_bf16", False, False, True),         # AMD Zen 4, Intel Cooper Lake
+    ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, False, False),  # Sapphire Rapids
+    ("fpu avx2 avx512f", True, False, True),                      # AVX-512 without BF16 (Skylake)
 ])
-def test_x86_flags_decide(flags: str, lacks_bfloat16_dot: bool, lacks_avx512: bool) -> None:
+def test_x86_flags_decide(flags: str, lacks_bfloat16_dot: bool, lacks_avx512: bool,
+                          lacks_amx: bool) -> None:
     cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n"
     assert _host.lacks_bfloat16_dot(cpuinfo) is lacks_bfloat16_dot
     assert _host.lacks_avx512(cpuinfo) is lacks_avx512
+    assert _host.lacks_amx(cpuinfo) is lacks_amx
 
 
 # (lhs, rhs, keyword arguments): cases whose bfloat16 formulations differ from float32's
@@ -297,3 +300,25 @@ def test_depthwise_inputs_are_widened_before_their_padding(
     monkeypatch.setattr(_formulations, "WIDEN_BEFORE_PAD", True)
     assert _pad_dtypes(lhs_shape, rhs_shape, kwargs) == {"f32"}
     _assert_bfloat16_matches_native(lhs_shape, rhs_shape, kwargs)
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("yes", ["native", "channels_last_matmul"]), ("no", ["shift_matmul", "channels_last_matmul"])])
+def test_bfloat16_keeps_its_products_without_amx_with_jaxlib_0_12_1(
+        monkeypatch: pytest.MonkeyPatch, setting: str, expected: list[str]) -> None:
+    """Item 37 of benchmarks/README.md: as with jaxlib 0.12.1, a bfloat16 ResNet layer at stride 1
+    takes float32's answer (native) where the host has AMX (``_slow_bfloat16_products``), and
+    its own matrix products where it has not; a small plane with many features keeps channels
+    last either way. Both agree with native."""
+    monkeypatch.setenv(_host.AMX_OVERRIDE, setting)
+    monkeypatch.setattr(_formulations, "_JAXLIB_VERSION", (0, 12, 1))
+    assert _formulations._slow_bfloat16_products() is (setting == "yes")
+    cases = [((2, 64, 28, 28), (64, 64, 3, 3)), ((2, 256, 7, 7), (256, 256, 3, 3))]
+    chosen = []
+    for lhs_shape, rhs_shape in cases:
+        config = make_config(jax.ShapeDtypeStruct(lhs_shape, jnp.bfloat16),
+                             jax.ShapeDtypeStruct(rhs_shape, jnp.bfloat16), (1, 1), "SAME")
+        chosen.append(_formulations.cpu_formulation(lhs_shape, rhs_shape, config,
+                                                    np.dtype(jnp.bfloat16)).__name__)
+    assert chosen == expected
+    _assert_bfloat16_matches_native(*cases[0], {})

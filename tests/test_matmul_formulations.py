@@ -1165,6 +1165,12 @@ def test_the_slow_bfloat16_rule_starts_at_jaxlib_0_12_1(monkeypatch: pytest.Monk
         monkeypatch.setattr(formulations, "_JAXLIB_VERSION", version)
         assert formulations._slow_bfloat16_products() is slow, version
         assert formulations._slow_small_plane_kernels() is slow, version
+    # Only on hosts with AMX (conftest.py pins one; item 37 of benchmarks/README.md).
+    monkeypatch.setenv(formulations._host.AMX_OVERRIDE, "no")
+    assert not formulations._slow_bfloat16_products()
+    assert formulations._slow_small_plane_kernels()
+    monkeypatch.setenv(formulations._host.AMX_OVERRIDE, "yes")
+    assert formulations._slow_bfloat16_products()
     monkeypatch.setattr(formulations, "SLOW_BFLOAT16_PRODUCTS", False)
     assert not formulations._slow_bfloat16_products()
     assert formulations._slow_small_plane_kernels()
