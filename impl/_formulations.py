@@ -150,6 +150,10 @@ MIN_NEWER_TAPS_FEATURES = 24
 # ... and in float32 this many (item 33 of benchmarks/README.md: 32 features lost on the Xeon with
 # AMX, 64 won).
 MIN_NEWER_FLOAT32_TAPS_FEATURES = 48
+# ... but on an x86 CPU with AVX-512 and without AMX this many (item 37: on the Zen 4 EPYC with
+# jaxlib 0.12.1, 64 features lost 1.13-1.20, 128 won or tied 0.93-0.98 on 28x28 planes and
+# larger).
+MIN_NEWER_FLOAT32_TAPS_FEATURES_WITHOUT_AMX = 128
 # Whether float32 1-D input gradients of stride-2 convolutions (lhs dilation 2) take
 # ``shift_matmul`` with those kernels too (0 or 1, for ``benchmarks/ab_constants.py``; item 33:
 # they lost on 5 of 6 shapes, so off).
@@ -1543,6 +1547,13 @@ def _slow_bfloat16_products() -> bool:
             and not _host.without_amx())
 
 
+def _avx512_without_amx() -> bool:
+    """Whether this host is an x86 CPU with AVX-512 but without AMX (``_host``; an AMD EPYC of the
+    Zen 4 generation, item 37 of benchmarks/README.md), where float32 ``taps_matmul`` with
+    jaxlib 0.12.1 needs more features than on the Xeon with AMX (``_taps_pay``)."""
+    return _host.without_amx() and not _host.without_avx512()
+
+
 def _many_features_on_small_plane(features: int, positions: int) -> bool:
     """Whether a plane of ``positions`` is small (below ``MIN_PER_IMAGE_POSITIONS``) and has at
     least ``MIN_FEATURES_PER_SIDE`` ``features`` per unit of its side, √``positions``.
@@ -1734,18 +1745,18 @@ def _shift_pays(dtype: np.dtype, contracted: int, outs: int, strided: bool, posi
     return contracted >= 48 and outs < 96
 
 
-def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype) -> bool:
+def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype, rank: int = 2) -> bool:
     """Whether ``taps_matmul`` measured faster for a filter gradient (same sweep).
 
-    ``window`` is the forward convolution's output positions, ``taps`` its filter's, and
+    ``window`` is the forward convolution's output positions, ``taps`` its filter's,
     ``features`` the smaller of its input and output features (the sides of each loop step's
-    product). Below 14x14 the loop's steps are too small (8x8 planes: 1.03-1.05 of the step).
-    Above, 0.56-0.98 of the step in both dtypes, even where the filter gradient alone was slower
-    than XLA's kernel (128 features on 28x28, up to 1.3x): in the step XLA runs it beside the
-    input gradient, and its kernel needs the cotangent transposed. Exceptions, left to the rule:
-    float32 with 16 features on 64x64 (1.11-1.17 in two sweeps, 1.08-1.13 in a third with 4
-    processes, while 16 features on 32x32 gained, 0.86) and 5x5 windows on 32 features
-    (1.02-1.04).
+    product), and ``rank`` its spatial axes. Below 14x14 the loop's steps are too small (8x8
+    planes: 1.03-1.05 of the step). Above, 0.56-0.98 of the step in both dtypes, even where the
+    filter gradient alone was slower than XLA's kernel (128 features on 28x28, up to 1.3x): in
+    the step XLA runs it beside the input gradient, and its kernel needs the cotangent
+    transposed. Exceptions, left to the rule: float32 with 16 features on 64x64 (1.11-1.17 in two
+    sweeps, 1.08-1.13 in a third with 4 processes, while 16 features on 32x32 gained, 0.86) and
+    5x5 windows on 32 features (1.02-1.04).
 
     With jaxlib 0.11 and later (``_newer_kernels``) those exceptions grew: 3-16 features
     1.00-1.36, 5x5 windows in float32 1.18-1.44 and with 32 features in bfloat16 1.08; 32
@@ -1757,13 +1768,24 @@ def _taps_pay(window: int, taps: int, features: int, dtype: np.dtype) -> bool:
     ``sweep_formulations.py --rules _taps_pay``, 3 processes) float32 with 32 features lost (the
     large batch 1.05, 32 features on 28x28 1.19, on 56x56 1.14) where 64 won (0.89 on 16x16, 0.95
     on 28x28) and 24 on 56x56 gained 0.95: float32 from ``MIN_NEWER_FLOAT32_TAPS_FEATURES``.
+
+    On the Zen 4 EPYC (AVX-512 without AMX) with jaxlib 0.12.1 (item 37, ``--rules _taps_pay``,
+    3 processes, ``benchmarks/results/zen4/taps-pay-float32-cpu-epyc-zen4-jax0.12.1.md``) float32
+    with 64 features lost: dilated 1.15, 28x28 1.13, 16x16 1.20, resnet 3x3 s1 0.99; 128 won or
+    tied (resnet 3x3 s2 0.93, 28x28 0.98, 112x112 0.97; 14x14 1.09, and 256 on 14x14 at stride
+    2 1.05). With jaxlib 0.10.2 there the rule held (0.82-0.97 from 24 features). So float32 on
+    such hosts from ``MIN_NEWER_FLOAT32_TAPS_FEATURES_WITHOUT_AMX`` (``_avx512_without_amx``),
+    but not in 1-D, where 64 features at stride 2 gained there (0.73 of the step).
     """
     if window < 14 * 14:
         return False
     if not _newer_kernels():
         return True
-    least = (MIN_NEWER_FLOAT32_TAPS_FEATURES if np.dtype(dtype) == np.float32
-             else MIN_NEWER_TAPS_FEATURES)
+    if np.dtype(dtype) == np.float32:
+        least = (MIN_NEWER_FLOAT32_TAPS_FEATURES_WITHOUT_AMX if rank > 1 and _avx512_without_amx()
+                 else MIN_NEWER_FLOAT32_TAPS_FEATURES)
+    else:
+        least = MIN_NEWER_TAPS_FEATURES
     return features >= least and (
         taps < MIN_CHANNELS_LAST_TAPS or (dtype == jnp.bfloat16 and features >= 64))
 
@@ -1878,7 +1900,7 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
     if positions <= MAX_TAPS_MATMUL_OUTPUTS < taps and (
             (TAPS_CHUNKS or positions * batch * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES)
             and positions * taps * dtype.itemsize <= MAX_MATMUL_BLOCK_BYTES
-            and _taps_pay(taps, positions, min(batch, outs), dtype)):
+            and _taps_pay(taps, positions, min(batch, outs), dtype, len(window))):
         return taps_matmul
     # Fewer outputs than taps (a filter gradient's), also on 7x7 planes (49 taps).
     if (positions <= MAX_TAPS_MATMUL_OUTPUTS and positions < taps

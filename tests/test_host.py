@@ -1,10 +1,11 @@
 """The host checks (``impl._host``) and the formulations they choose.
 
 On an x86 CPU without bfloat16 dot-product instructions the op computes bfloat16 convolutions in
-float32 (item 15 of benchmarks/README.md), and on one without AVX-512 its float32 products also
-serve small planes and folded 3-D convolutions (item 16). conftest.py pins the other choices for
-the rest of the suite; here each is set by ``CONVGRAD_CPU_BFLOAT16`` or ``CONVGRAD_CPU_AVX512`` and
-checked against native and in the program.
+float32 (item 15 of benchmarks/README.md), on one without AVX-512 its float32 products also serve
+small planes and folded 3-D convolutions (item 16), and on one without AMX bfloat16 keeps its own
+formulations with jaxlib 0.12.1 (item 37). conftest.py pins the other choices for the rest of the
+suite; here each is set by ``CONVGRAD_CPU_BFLOAT16``, ``CONVGRAD_CPU_AVX512`` or
+``CONVGRAD_CPU_AMX`` and checked against native and in the program.
 """
 
 import math
@@ -322,3 +323,21 @@ def test_bfloat16_keeps_its_products_without_amx_with_jaxlib_0_12_1(
                                                     np.dtype(jnp.bfloat16)).__name__)
     assert chosen == expected
     _assert_bfloat16_matches_native(*cases[0], {})
+
+
+@pytest.mark.parametrize("avx512, amx, least", [("yes", "yes", 48), ("yes", "no", 128),
+                                                ("no", "no", 48)])
+def test_float32_filter_gradient_products_need_128_features_with_avx512_without_amx(
+        monkeypatch: pytest.MonkeyPatch, avx512: str, amx: str, least: int) -> None:
+    """Item 37 of benchmarks/README.md: as with jaxlib 0.12.1, float32 ``taps_matmul`` serves 2-D
+    filter gradients from 48 features on the Xeon with AMX (and AVX2 hosts, unmeasured), but
+    from 128 on an x86 CPU with AVX-512 and no AMX; 1-D ones and bfloat16 keep theirs."""
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, avx512)
+    monkeypatch.setenv(_host.AMX_OVERRIDE, amx)
+    monkeypatch.setattr(_formulations, "_newer_kernels", lambda: True)
+    pays, f32, bf16 = _formulations._taps_pay, np.dtype(np.float32), np.dtype(jnp.bfloat16)
+    assert pays(28 * 28, 9, least, f32) and not pays(28 * 28, 9, least - 1, f32)
+    assert pays(28 * 28, 9, 48, f32, 1) and not pays(28 * 28, 9, 47, f32, 1)
+    assert pays(28 * 28, 9, 24, bf16) and not pays(28 * 28, 9, 23, bf16)
+    monkeypatch.setattr(_formulations, "_newer_kernels", lambda: False)
+    assert pays(28 * 28, 9, 16, f32)  # jaxlib 0.10's rule: every plane from 14x14
