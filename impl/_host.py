@@ -11,7 +11,8 @@ Three CPU formulation rules depend on the host (items 15, 16 and 37 of ``benchma
 * on an x86 CPU with AVX-512 BF16 but without AMX (an AMD EPYC of the Zen 4 generation),
   jaxlib 0.12.1's bfloat16 products ran 2.2x as fast as its float32 ones, where on the Intel
   Xeon with AMX that the rule for 0.12.1 was fitted on they ran no faster; so bfloat16 keeps its
-  own formulations there (``without_amx``).
+  own formulations there, and float32's filter-gradient products, which lost there with 64
+  features, need 128 (``without_amx``).
 
 The choices are made when the op is traced, so a program exported on one machine carries that
 machine's choice; ``CONVGRAD_CPU_BFLOAT16`` (``native`` or ``float32``), ``CONVGRAD_CPU_AVX512``
