@@ -1516,7 +1516,7 @@ def _newer_kernels() -> bool:
 
 def _slow_bfloat16_products() -> bool:
     """Whether bfloat16 takes float32's answer in ``_shift_pays``: jaxlib 0.12.1 and later, on a
-    host with AMX (``_host.without_amx``; x86 CPUs that list no flags count as with).
+    host with AMX (``_host.without_amx``; hosts that list no x86 flags count as with).
 
     On the Intel Xeon with AMX of item 29 of benchmarks/README.md, XLA:CPU's 2048² product of
     bfloat16 operands with float32 sums ran at 243-255 GFLOP/s with jaxlib 0.12.1 (its float32

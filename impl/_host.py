@@ -23,6 +23,7 @@ these instruction sets.
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 # Instruction sets that XLA's and oneDNN's bfloat16 kernels use, and that once changed which
@@ -124,35 +125,29 @@ def host_cpu() -> tuple[str | None, tuple[str, ...]]:
 def bfloat16_in_float32() -> bool:
     """Whether the op computes bfloat16 convolutions on CPU in float32: ``CONVGRAD_CPU_BFLOAT16``
     if set (``float32`` or ``native``), else whether this host ``lacks_bfloat16_dot``."""
-    mode = _override(BFLOAT16_OVERRIDE, BFLOAT16_MODES)
-    if mode:
-        return mode == "float32"
-    return lacks_bfloat16_dot(_cpuinfo())
+    return _choice(BFLOAT16_OVERRIDE, BFLOAT16_MODES, lacks_bfloat16_dot)
 
 
 def without_avx512() -> bool:
     """Whether the op chooses CPU formulations as measured on an x86 CPU without AVX-512:
     ``CONVGRAD_CPU_AVX512`` if set (``no``: as without, ``yes``: as with), else whether this host
     ``lacks_avx512``."""
-    mode = _override(AVX512_OVERRIDE, AVX512_MODES)
-    if mode:
-        return mode == "no"
-    return lacks_avx512(_cpuinfo())
+    return _choice(AVX512_OVERRIDE, AVX512_MODES, lacks_avx512)
 
 
 def without_amx() -> bool:
-    """Whether the op chooses bfloat16 formulations as measured on an x86 CPU without AMX:
-    ``CONVGRAD_CPU_AMX`` if set (``no``: as without, ``yes``: as with), else whether this host
-    ``lacks_amx``."""
-    mode = _override(AMX_OVERRIDE, AMX_MODES)
-    if mode:
-        return mode == "no"
-    return lacks_amx(_cpuinfo())
+    """Whether the op chooses CPU formulations as measured on an x86 CPU without AMX (bfloat16's
+    at unit strides and float32 filter gradients' with jaxlib 0.12.1): ``CONVGRAD_CPU_AMX`` if
+    set (``no``: as without, ``yes``: as with), else whether this host ``lacks_amx``."""
+    return _choice(AMX_OVERRIDE, AMX_MODES, lacks_amx)
 
 
-def _override(variable: str, modes: tuple[str, ...]) -> str:
-    """The environment's setting of ``variable`` (one of ``modes``), or "" where it is unset."""
+def _choice(variable: str, modes: tuple[str, str], lacks: Callable[[str], bool]) -> bool:
+    """The environment's setting of ``variable`` if set (the second of ``modes`` answers True),
+    else ``lacks`` of this host's /proc/cpuinfo."""
     mode = os.environ.get(variable, "").strip().lower()
     if mode and mode not in modes:
         raise ValueError(f"{variable}={mode!r}: expected one of {modes} or unset")
-    return mode
+    if mode:
+        return mode == modes[1]
+    return lacks(_cpuinfo())
