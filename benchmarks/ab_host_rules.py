@@ -7,8 +7,9 @@ Three of the op's CPU choices depend on the host's instruction sets (``impl._hos
 AVX-512, float32 products also serve small planes and folded 3-D convolutions (``--rule avx512``,
 item 16 of benchmarks/README.md); without bfloat16 dot products, bfloat16 convolutions are
 computed in float32 (``--rule bfloat16``, item 15); with AMX and jaxlib 0.12.1 or later, bfloat16
-takes float32's formulations at unit strides (``--rule amx``, item 37; with older jaxlib the
-two programs are the same). Each is pinned by an environment variable,
+takes float32's formulations at unit strides and float32's filter-gradient products need fewer
+features, and with AMX and jaxlib 0.10 float32 products leave small planes to the convolution
+kernel (``--rule amx``, items 37 and 38). Each is pinned by an environment variable,
 read when the op is traced. This script lowers the benchmark's step (``convgrad.bench.grad_step``)
 with the variable set each way, on the model suite and a few shapes beyond it, times the two
 programs interleaved in one process, and repeats that in ``--runs`` fresh processes. A ratio below

@@ -88,8 +88,9 @@ MIN_BFLOAT16_SHIFT_WORK = 2**18
 # (``_shift_pays``): on an Intel Xeon with AMX, 16 features on 32x32 and 64x64 planes measured
 # 1.10-1.14 of the native kernel's step, 24 on 56x56 0.87 (item 29 of benchmarks/README.md).
 MIN_BFLOAT16_SHIFT_FEATURES = 24
-# The same bounds serve float32 ``channels_last_matmul`` on small planes where ``_avx2_float32``,
-# up to this many contracted features (64 on 16x16: 0.84 of the step; 128 on 14x14: 1.27).
+# The same bounds serve float32 ``channels_last_matmul`` on small planes where
+# ``_small_plane_float32_products``, up to this many contracted features (on the Zen 1 EPYC of
+# item 16: 64 on 16x16 0.84 of the step; 128 on 14x14 1.27).
 MAX_AVX2_CHANNELS_LAST_FEATURES = 64
 # Largest block of Y (images x taps x outputs) per step of ``channels_last_matmul``: steps against
 # ``shift_matmul`` on three small-plane bfloat16 shapes (one process) 0.85-0.90 with 4 MiB,
@@ -1549,8 +1550,9 @@ def _slow_bfloat16_products() -> bool:
 
 def _avx512_without_amx() -> bool:
     """Whether this host is an x86 CPU with AVX-512 but without AMX (``_host``; an AMD EPYC of the
-    Zen 4 generation, item 37 of benchmarks/README.md), where float32 ``taps_matmul`` with
-    jaxlib 0.12.1 needs more features than on the Xeon with AMX (``_taps_pay``)."""
+    Zen 4 generation, items 37 and 38 of benchmarks/README.md), where float32 ``taps_matmul``
+    with jaxlib 0.12.1 needs more features than on the Xeon with AMX (``_taps_pay``), and float32
+    products serve small planes with jaxlib 0.10 (``_small_plane_float32_products``)."""
     return _host.without_amx() and not _host.without_avx512()
 
 
@@ -1675,7 +1677,8 @@ def _avx2_float32(dtype: np.dtype) -> bool:
     * ``channels_last_matmul`` on small planes with 3x3 windows at stride 1: the large batch
       (32 features on 16x16) 0.86 and 0.86, 64 features on 16x16 0.84 and 0.88 (the Xeon: 1.17
       on the large batch); 128 features on 14x14 lost (1.27 and 1.25), hence at most
-      ``MAX_AVX2_CHANNELS_LAST_FEATURES``;
+      ``MAX_AVX2_CHANNELS_LAST_FEATURES``. This part also holds on x86 CPUs with AVX-512 but
+      without AMX (``_small_plane_float32_products``);
     * the matrix-product formulations inside ``fold_first_axis`` (3-D): the video 0.70 and 0.59,
       stride 2 0.65 and 0.65, a 1x3x3 window 0.41 and 0.36, 16 features on 32x32 0.87 and 0.86;
       64 features on 14x14 1.15 and 0.86 (the EPYC of the first sessions and the Xeon:
@@ -1686,6 +1689,25 @@ def _avx2_float32(dtype: np.dtype) -> bool:
     (``_newer_kernels``).
     """
     return np.dtype(dtype) == np.float32 and not _newer_kernels() and _host.without_avx512()
+
+
+def _small_plane_float32_products(dtype: np.dtype) -> bool:
+    """Whether float32 ``channels_last_matmul`` serves small planes (``_matmul_formulation``):
+    with jaxlib 0.10, on an x86 CPU without AVX-512 (``_avx2_float32``, item 16 of
+    benchmarks/README.md) or with AVX-512 but without AMX (``_avx512_without_amx``, item 38).
+
+    On the Zen 4 EPYC of item 38 (AVX-512, no AMX) with jaxlib 0.10.2 the rules of AVX2 hosts
+    as a whole lost (``benchmarks/ab_host_rules.py --rule avx512``, 3 processes: 1.01-1.79 on 20
+    of the 23 rows that differ, where they also leave out Winograd and take the folded 3-D
+    products), but the large batch gained (0.83). Taken apart (three processes), its forward
+    and input gradient as ``channels_last_matmul`` gave 0.76-0.83 of the step, and
+    ``taps_matmul``'s blocks (``_taps_blocks_pay``) 0.97-1.08. With this rule, the rules of the
+    Xeon with AMX took 1.23 of the step on the large batch and 1.07 on a valid 3x3 convolution
+    with rhs dilation 2 (``--rule amx``, 3 processes, the only rows that differ). With jaxlib
+    0.12.1 there the same products lost (1.21-1.32), as on the Zen 1 EPYC of item 16.
+    """
+    return _avx2_float32(dtype) or (np.dtype(dtype) == np.float32 and not _newer_kernels()
+                                    and _avx512_without_amx())
 
 
 def _taps_blocks_pay(dtype: np.dtype) -> bool:
@@ -1914,10 +1936,10 @@ def _matmul_formulation(lhs_shape: tuple[int, ...], rhs_shape: tuple[int, ...],
                    and positions * features * outs >= MIN_BFLOAT16_SHIFT_WORK)
     small_plane_pays = enough_work and dtype == jnp.bfloat16
     dilated, strided = max(config.lhs_dilation) > 1, max(config.window_strides) > 1
-    if (enough_work and _avx2_float32(dtype) and not dilated and not strided
+    if (enough_work and _small_plane_float32_products(dtype) and not dilated and not strided
             and taps < MIN_CHANNELS_LAST_TAPS and features <= MAX_AVX2_CHANNELS_LAST_FEATURES
             and positions < MIN_PER_IMAGE_POSITIONS):
-        return channels_last_matmul  # small float32 planes without AVX-512 (``_avx2_float32``)
+        return channels_last_matmul  # small float32 planes (``_small_plane_float32_products``)
     if taps > MAX_UNROLLED_TAPS:
         return None
     if (dtype == np.float32 and len(window) == 2 and _flat_products_fit(in_spatial, out_spatial,

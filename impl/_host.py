@@ -1,6 +1,7 @@
 r"""The host's CPU: its name and instruction sets, and the formulation rules that ask for them.
 
-Three CPU formulation rules depend on the host (items 15, 16 and 37 of ``benchmarks/README.md``):
+Three checks of the host steer CPU formulation rules (items 15, 16, 37 and 38 of
+``benchmarks/README.md``):
 
 * on an x86 CPU without bfloat16 dot-product instructions (AVX-512 BF16 or AMX-BF16) XLA's
   bfloat16 matrix kernel ran slower than its float32 one, and every bfloat16 convolution of the
@@ -12,7 +13,8 @@ Three CPU formulation rules depend on the host (items 15, 16 and 37 of ``benchma
   jaxlib 0.12.1's bfloat16 products ran 2.2x as fast as its float32 ones, where on the Intel
   Xeon with AMX that the rule for 0.12.1 was fitted on they ran no faster; so bfloat16 keeps its
   own formulations there, and float32's filter-gradient products, which lost there with 64
-  features, need 128 (``without_amx``).
+  features, need 128; with jaxlib 0.10 float32 products paid there on the small planes of the
+  large batch, as on CPUs without AVX-512 (``without_amx``).
 
 The choices are made when the op is traced, so a program exported on one machine carries that
 machine's choice; ``CONVGRAD_CPU_BFLOAT16`` (``native`` or ``float32``), ``CONVGRAD_CPU_AVX512``
@@ -137,8 +139,9 @@ def without_avx512() -> bool:
 
 def without_amx() -> bool:
     """Whether the op chooses CPU formulations as measured on an x86 CPU without AMX (bfloat16's
-    at unit strides and float32 filter gradients' with jaxlib 0.12.1): ``CONVGRAD_CPU_AMX`` if
-    set (``no``: as without, ``yes``: as with), else whether this host ``lacks_amx``."""
+    at unit strides and float32 filter gradients' with jaxlib 0.12.1, float32 small planes' with
+    jaxlib 0.10): ``CONVGRAD_CPU_AMX`` if set (``no``: as without, ``yes``: as with), else
+    whether this host ``lacks_amx``."""
     return _choice(AMX_OVERRIDE, AMX_MODES, lacks_amx)
 
 

@@ -342,3 +342,35 @@ def test_float32_filter_gradient_products_need_128_features_with_avx512_without_
     assert pays(28 * 28, 9, 24, bf16) and not pays(28 * 28, 9, 23, bf16)
     monkeypatch.setattr(_formulations, "_newer_kernels", lambda: False)
     assert pays(28 * 28, 9, 16, f32)  # jaxlib 0.10's rule: every plane from 14x14
+
+
+@pytest.mark.parametrize("avx512, amx, newer, expected", [
+    ("yes", "yes", False, False), ("yes", "no", False, True), ("no", "no", False, True),
+    ("no", "yes", False, True), ("yes", "no", True, False), ("no", "no", True, False)])
+def test_small_float32_planes_take_channels_last_products_without_amx_with_jaxlib_0_10(
+        monkeypatch: pytest.MonkeyPatch, avx512: str, amx: str, newer: bool,
+        expected: bool) -> None:
+    """Item 38 of benchmarks/README.md: with jaxlib 0.10, a float32 large batch's forward (32
+    features on 16x16) is ``channels_last_matmul`` on x86 CPUs without AVX-512 (item 16) and on
+    those with AVX-512 but no AMX, and not on the Xeon with AMX or with newer jaxlib; where it
+    is, the step agrees with native."""
+    monkeypatch.setenv(_host.AVX512_OVERRIDE, avx512)
+    monkeypatch.setenv(_host.AMX_OVERRIDE, amx)
+    monkeypatch.setattr(_formulations, "_newer_kernels", lambda: newer)
+    lhs_shape, rhs_shape = AVX2_CASES[0]
+    config = make_config(jax.ShapeDtypeStruct(lhs_shape, jnp.float32),
+                         jax.ShapeDtypeStruct(rhs_shape, jnp.float32), (1, 1), "SAME")
+    chosen = _formulations.cpu_formulation(lhs_shape, rhs_shape, config, np.dtype(np.float32))
+    assert (chosen is _formulations.channels_last_matmul) is expected, chosen.__name__
+    assert _formulations._small_plane_float32_products(np.dtype(jnp.bfloat16)) is False
+    if not expected:
+        return
+    rng = np.random.default_rng(3)
+    lhs = random_array(rng, lhs_shape, "float32")
+    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(np.float32)
+    ours = _outputs(impl.conv_general_dilated, lhs, rhs, {})
+    native = _outputs(lax.conv_general_dilated, lhs, rhs, {})
+    for what, actual, expected_array in zip(("O", "dL/dlhs", "dL/drhs"), ours, native,
+                                            strict=True):
+        error = relative_error(actual, expected_array)
+        assert error <= tolerance("float32"), f"{what}: {error:.3e}"
