@@ -3,10 +3,10 @@
 On an x86 CPU without bfloat16 dot-product instructions the op computes bfloat16 convolutions in
 float32 (item 15 of benchmarks/README.md), on one without AVX-512 its float32 products also serve
 small planes and folded 3-D convolutions (item 16), and on one without AMX bfloat16 keeps its own
-formulations with jaxlib 0.12.1 and float32's filter-gradient products need more features
-(item 37). conftest.py pins the other choices for the rest of the suite; here each is set by
-``CONVGRAD_CPU_BFLOAT16``, ``CONVGRAD_CPU_AVX512`` or ``CONVGRAD_CPU_AMX`` and checked against
-native and in the program.
+formulations with jaxlib 0.12.1, float32's filter-gradient products need more features (item
+37), and with jaxlib 0.10 float32 products serve small planes (item 38). conftest.py pins the
+other choices for the rest of the suite; here each is set by ``CONVGRAD_CPU_BFLOAT16``,
+``CONVGRAD_CPU_AVX512`` or ``CONVGRAD_CPU_AMX`` and checked against native and in the program.
 """
 
 import math
