@@ -1550,9 +1550,8 @@ def _slow_bfloat16_products() -> bool:
 
 def _avx512_without_amx() -> bool:
     """Whether this host is an x86 CPU with AVX-512 but without AMX (``_host``; an AMD EPYC of the
-    Zen 4 generation, items 37 and 38 of benchmarks/README.md), where float32 ``taps_matmul``
-    with jaxlib 0.12.1 needs more features than on the Xeon with AMX (``_taps_pay``), and float32
-    products serve small planes with jaxlib 0.10 (``_small_plane_float32_products``)."""
+    Zen 4 generation, item 37 of benchmarks/README.md), where float32 ``taps_matmul`` with
+    jaxlib 0.12.1 needs more features than on the Xeon with AMX (``_taps_pay``)."""
     return _host.without_amx() and not _host.without_avx512()
 
 
@@ -1693,8 +1692,8 @@ def _avx2_float32(dtype: np.dtype) -> bool:
 
 def _small_plane_float32_products(dtype: np.dtype) -> bool:
     """Whether float32 ``channels_last_matmul`` serves small planes (``_matmul_formulation``):
-    with jaxlib 0.10, on an x86 CPU without AVX-512 (``_avx2_float32``, item 16 of
-    benchmarks/README.md) or with AVX-512 but without AMX (``_avx512_without_amx``, item 38).
+    with jaxlib 0.10, on an x86 CPU without AVX-512 (``_host.without_avx512``, item 16 of
+    benchmarks/README.md) or without AMX (``_host.without_amx``: with AVX-512, item 38).
 
     On the Zen 4 EPYC of item 38 (AVX-512, no AMX) with jaxlib 0.10.2 the rules of AVX2 hosts
     as a whole lost (``benchmarks/ab_host_rules.py --rule avx512``, 3 processes: 1.01-1.79 on 20
@@ -1706,8 +1705,8 @@ def _small_plane_float32_products(dtype: np.dtype) -> bool:
     with rhs dilation 2 (``--rule amx``, 3 processes, the only rows that differ). With jaxlib
     0.12.1 there the same products lost (1.21-1.32), as on the Zen 1 EPYC of item 16.
     """
-    return _avx2_float32(dtype) or (np.dtype(dtype) == np.float32 and not _newer_kernels()
-                                    and _avx512_without_amx())
+    return (np.dtype(dtype) == np.float32 and not _newer_kernels()
+            and (_host.without_avx512() or _host.without_amx()))
 
 
 def _taps_blocks_pay(dtype: np.dtype) -> bool:

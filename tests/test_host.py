@@ -88,17 +88,28 @@ def _outputs(conv, lhs: jax.Array, rhs: jax.Array, kwargs: dict):
     return jax.jit(lambda a, b: (forward(a, b), *jax.grad(loss, (0, 1))(a, b)))(lhs, rhs)
 
 
-def _assert_bfloat16_matches_native(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> None:
-    """The op's bfloat16 output and gradients against native's, within bfloat16's tolerance."""
-    rng = np.random.default_rng(0)
-    lhs = random_array(rng, lhs_shape, "bfloat16")
-    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(jnp.bfloat16)
+def _operands(lhs_shape: tuple, rhs_shape: tuple, dtype: str, seed: int
+              ) -> tuple[jax.Array, jax.Array]:
+    """A standard-normal lhs and a filter scaled by its fan-in, both of ``dtype``."""
+    rng = np.random.default_rng(seed)
+    lhs = random_array(rng, lhs_shape, dtype)
+    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(dtype)
+    return lhs, rhs
+
+
+def _assert_matches_native(lhs: jax.Array, rhs: jax.Array, kwargs: dict) -> None:
+    """The op's output and gradients against native's, within the operands' dtype's tolerance."""
     ours = _outputs(impl.conv_general_dilated, lhs, rhs, kwargs)
     native = _outputs(lax.conv_general_dilated, lhs, rhs, kwargs)
     for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, native, strict=True):
         assert actual.dtype == expected.dtype, what
         error = relative_error(actual, expected)
-        assert error <= tolerance("bfloat16"), f"{what}: {error:.3e}"
+        assert error <= tolerance(lhs.dtype), f"{what}: {error:.3e}"
+
+
+def _assert_bfloat16_matches_native(lhs_shape: tuple, rhs_shape: tuple, kwargs: dict) -> None:
+    """The op's bfloat16 output and gradients against native's, within bfloat16's tolerance."""
+    _assert_matches_native(*_operands(lhs_shape, rhs_shape, "bfloat16", 0), kwargs)
 
 
 @pytest.mark.parametrize("lhs_shape, rhs_shape, kwargs", CASES, ids=str)
@@ -156,9 +167,7 @@ def _compiled_convolutions(lhs: jax.Array, rhs: jax.Array) -> int:
 @pytest.mark.parametrize("lhs_shape, rhs_shape", AVX2_CASES, ids=str)
 def test_float32_without_avx512_equals_native(monkeypatch: pytest.MonkeyPatch, lhs_shape: tuple,
                                               rhs_shape: tuple) -> None:
-    rng = np.random.default_rng(1)
-    lhs = random_array(rng, lhs_shape, "float32")
-    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(np.float32)
+    lhs, rhs = _operands(lhs_shape, rhs_shape, "float32", 1)
     monkeypatch.setenv(_host.AVX512_OVERRIDE, "yes")
     with_avx512 = _compiled_convolutions(lhs, rhs)
     monkeypatch.setenv(_host.AVX512_OVERRIDE, "no")
@@ -167,12 +176,7 @@ def test_float32_without_avx512_equals_native(monkeypatch: pytest.MonkeyPatch, l
         assert without == with_avx512  # the rule is for jaxlib 0.10's kernels only
     else:
         assert without < with_avx512, (without, with_avx512)
-    ours = _outputs(impl.conv_general_dilated, lhs, rhs, {})
-    native = _outputs(lax.conv_general_dilated, lhs, rhs, {})
-    for what, actual, expected in zip(("O", "dL/dlhs", "dL/drhs"), ours, native, strict=True):
-        assert actual.dtype == expected.dtype, what
-        error = relative_error(actual, expected)
-        assert error <= tolerance("float32"), f"{what}: {error:.3e}"
+    _assert_matches_native(lhs, rhs, {})
 
 
 @pytest.mark.parametrize("setting, expected", [("no", True), ("yes", False)])
@@ -225,9 +229,7 @@ def test_the_loops_widen_each_step_not_the_whole_input(
         chosen = _formulations.cpu_formulation(lhs_shape, rhs_shape, config,
                                                np.dtype(np.float32))
         assert chosen is _formulations.channels_last_matmul
-    rng = np.random.default_rng(2)
-    lhs = random_array(rng, lhs_shape, "bfloat16")
-    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(jnp.bfloat16)
+    lhs, rhs = _operands(lhs_shape, rhs_shape, "bfloat16", 2)
     size = math.prod(lhs_shape)
 
     def wide_copies(carried: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -363,14 +365,5 @@ def test_small_float32_planes_take_channels_last_products_without_amx_with_jaxli
     chosen = _formulations.cpu_formulation(lhs_shape, rhs_shape, config, np.dtype(np.float32))
     assert (chosen is _formulations.channels_last_matmul) is expected, chosen.__name__
     assert _formulations._small_plane_float32_products(np.dtype(jnp.bfloat16)) is False
-    if not expected:
-        return
-    rng = np.random.default_rng(3)
-    lhs = random_array(rng, lhs_shape, "float32")
-    rhs = (random_array(rng, rhs_shape) / np.sqrt(np.prod(rhs_shape[1:]))).astype(np.float32)
-    ours = _outputs(impl.conv_general_dilated, lhs, rhs, {})
-    native = _outputs(lax.conv_general_dilated, lhs, rhs, {})
-    for what, actual, expected_array in zip(("O", "dL/dlhs", "dL/drhs"), ours, native,
-                                            strict=True):
-        error = relative_error(actual, expected_array)
-        assert error <= tolerance("float32"), f"{what}: {error:.3e}"
+    if expected:
+        _assert_matches_native(*_operands(lhs_shape, rhs_shape, "float32", 3), {})
