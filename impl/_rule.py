@@ -12,6 +12,7 @@ from jax import lax
 
 from impl._config import ConvConfig
 from impl._padding import lhs_cotangent_padding, rhs_cotangent_padding
+from impl._partitioner import whole_axes
 
 ConvFn = Callable[[jnp.ndarray, jnp.ndarray, ConvConfig], jnp.ndarray]
 
@@ -107,6 +108,8 @@ def lhs_cotangent(
 # Groups trade places: per-group features of the forward become batch groups of this convolution
 # (each output-feature group only sees its own input features), and forward batch groups become
 # feature groups.
+# Both operands' spatial axes are kept whole (``impl._partitioner.whole_axes``) where a jaxlib's
+# SPMD partitioner would sum this convolution over replicas: a no-op in every other program.
 def rhs_cotangent(
     conv: ConvFn, cotangent: jnp.ndarray, lhs: jnp.ndarray, config: ConvConfig,
     rhs_shape: Sequence[int], rhs_dtype: np.dtype,
@@ -132,4 +135,6 @@ def rhs_cotangent(
         precision=config.precision,
         preferred_element_type=config.preferred_element_type,
     )
-    return conv(lhs.astype(cotangent.dtype), cotangent, transposed).astype(rhs_dtype)
+    lhs = whole_axes(lhs.astype(cotangent.dtype), lhs_spec[2:])
+    cotangent = whole_axes(cotangent, out_spec[2:])
+    return conv(lhs, cotangent, transposed).astype(rhs_dtype)

@@ -18,7 +18,8 @@ with every rule JAX asks of one:
   0.12.1, whose SPMD partitioner gets batch groups wrong, a convolution with batch groups (the
   filter gradient of a grouped one) in a program that spans several devices is one dense
   convolution per group (``impl._partitioner``); eager operands on several devices are compiled
-  through that lowering.
+  through that lowering. With those releases the filter gradient's operands also keep their
+  spatial axes whole in such programs (``impl._partitioner.whole_axes``, called by the rule).
 """
 
 import functools
