@@ -105,6 +105,18 @@ for op_name in ("op", "primitive"):
     results[f"vmapped, rows over data: {op_name}"] = error(
         jax.jit(jax.vmap(case_grad(OPS[op_name], CASES[0]), (0, None)))(stacked, operands[0][1]),
         vmap_reference)
+# A mesh with explicit axes, whose types carry the shardings: the gradients keep lax's types.
+explicit = jax.make_mesh((4, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+with jax.set_mesh(explicit):
+    typed = (jax.device_put(operands[0][0], NamedSharding(explicit, P(None, None, "data"))),
+             jax.device_put(operands[0][1], NamedSharding(explicit, P())))
+    for op_name, conv in OPS.items():
+        got = jax.jit(case_grad(conv, CASES[0]))(*typed)
+        results[f"explicit axes, rows over data: {op_name}"] = error(got, references[0])
+        if op_name == "lax":
+            lax_types = [str(jax.typeof(part).sharding.spec) for part in got]
+        else:
+            assert [str(jax.typeof(part).sharding.spec) for part in got] == lax_types, op_name
 if _partitioner.FIXED_PARTITIONER_JAXLIB <= _formulations._JAXLIB_VERSION:
     # The constraint forced on where the jaxlib does not need it, so that it is tested.
     with mock.patch.object(_partitioner, "FIXED_PARTITIONER_JAXLIB", (99,)):
@@ -159,12 +171,13 @@ CASES = ["rows over data, 4 x 2", "rows over data, 2 x 4", "rows over model, 4 x
 def test_both_ops_match_lax_on_one_device_where_spatial_axes_are_sharded(measured):
     """Both ops' jit(grad), lhs and rhs, with rows, columns, 1-D or 3-D axes sharded over one axis
     of a 4 x 2 or 2 x 4 mesh (dense, strided and dilated, grouped, channels last); the primitive
-    also eagerly, both under vmap, and, on jaxlib releases that do not need it, with the
-    constraint forced on."""
+    also eagerly, both under vmap and under a mesh with explicit axes (with lax's result types),
+    and, on jaxlib releases that do not need it, with the constraint forced on."""
     results, _ = measured
     expected = {f"{case}: {op}" for case in CASES for op in ("lax", "op", "primitive")}
     expected |= {"rows over data, 4 x 2: primitive eager", "vmapped, rows over data: op",
                  "vmapped, rows over data: primitive"}
+    expected |= {f"explicit axes, rows over data: {op}" for op in ("lax", "op", "primitive")}
     if _formulations._JAXLIB_VERSION >= _partitioner.FIXED_PARTITIONER_JAXLIB:
         expected |= {f"{case}, forced: {op}" for case in CASES for op in ("op", "primitive")}
     assert set(results) == expected, sorted(results)
@@ -184,6 +197,7 @@ def test_cases_reach_the_partitioner_bug(measured):
             assert max(results[f"{case}: lax"].values()) <= tolerance("float64"), case
         return
     assert results["rows over data, 4 x 2: lax"]["rhs"] == pytest.approx(1.0)
+    assert results["explicit axes, rows over data: lax"]["rhs"] == pytest.approx(1.0)
     assert results["rows over data, 2 x 4: lax"]["rhs"] == pytest.approx(3.0)
     assert results["rows over model, 4 x 2: lax"]["rhs"] == pytest.approx(3.0)
     assert results["3-D, depth over data: lax"]["rhs"] == pytest.approx(3.0)
