@@ -229,11 +229,14 @@ def run_grid(device: jax.Device, dtypes: Sequence[str] = DTYPES,
 
 
 def sharding_check(devices: Sequence[jax.Device], mesh_shape: tuple[int, ...], dtype: str,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, rows: bool = False) -> dict[str, Any]:
     """jit(grad) with lhs batch-sharded (and rhs out features, on a 2-D mesh) vs unsharded native.
 
-    ``mesh_shape`` is ``(data,)`` or ``(data, model)`` with a product of ``len(devices)``. The loss
-    is ``sum(sin(conv))``; the oracle is ``jax.grad`` of native lax on one device.
+    ``mesh_shape`` is ``(data,)`` or ``(data, model)`` with a product of ``len(devices)``. With
+    ``rows``, the lhs's rows are sharded over "data" instead of its batch (spatial partitioning,
+    where jaxlib 0.10-0.12.0's partitioner sums lax's filter gradient over the "model" replicas;
+    ``impl._partitioner.whole_axes``). The loss is ``sum(sin(conv))``; the oracle is ``jax.grad``
+    of native lax on one device.
     """
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -241,7 +244,8 @@ def sharding_check(devices: Sequence[jax.Device], mesh_shape: tuple[int, ...], d
     mesh = Mesh(np.asarray(devices).reshape(mesh_shape), names)
     data = mesh_shape[0]
     model = mesh_shape[1] if len(mesh_shape) > 1 else 1
-    case = Case((2 * data, 4, 9, 8), (4 * model, 2, 3, 3),
+    lhs_shape = (2, 4, 4 * data, 8) if rows else (2 * data, 4, 9, 8)
+    case = Case(lhs_shape, (4 * model, 2, 3, 3),
                 dict(window_strides=(2, 1), padding="SAME", rhs_dilation=(1, 2),
                      feature_group_count=2))
     lhs, rhs, _ = _exact_inputs(case, seed)
@@ -251,7 +255,7 @@ def sharding_check(devices: Sequence[jax.Device], mesh_shape: tuple[int, ...], d
         return lambda a, b: jnp.sum(jnp.sin(conv(a, b, **case.kwargs)))
 
     expected = jax.jit(jax.grad(loss(lax.conv_general_dilated), argnums=(0, 1)))(lhs, rhs)
-    lhs_spec = PartitionSpec("data")
+    lhs_spec = PartitionSpec(None, None, "data") if rows else PartitionSpec("data")
     rhs_spec = PartitionSpec("model") if model > 1 else PartitionSpec()
     sharded = (jax.device_put(lhs, NamedSharding(mesh, lhs_spec)),
                jax.device_put(rhs, NamedSharding(mesh, rhs_spec)))

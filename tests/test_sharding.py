@@ -20,6 +20,8 @@ from convgrad import crosscheck
 assert len(jax.devices()) == 8, jax.devices()
 for mesh in ((8,), (4, 2), (2, 4)):
     print(json.dumps(crosscheck.sharding_check(jax.devices(), mesh, "float64")))
+for mesh in ((4, 2), (2, 4)):
+    print(json.dumps(crosscheck.sharding_check(jax.devices(), mesh, "float64", rows=True)))
 """
 
 
@@ -41,6 +43,16 @@ def test_batch_and_out_features_sharded_on_2d_mesh_matches_unsharded(checks, ind
     assert check["rhs_spec"] == ["model"]
     assert check["lhs_shards"] == check["mesh"]["data"]
     assert check["rhs_shards"] == check["mesh"]["model"]
+    assert check["max_rel_error"] <= 1e-12, check
+
+
+@pytest.mark.parametrize("index", [3, 4])
+def test_rows_and_out_features_sharded_on_2d_mesh_matches_unsharded(checks, index):
+    """Rows over "data", replicated over "model": the layout whose filter gradient jaxlib
+    0.10-0.12.0's partitioner sums over the replicas in lax (``tests/test_sharded_spatial.py``)."""
+    check = checks[index]
+    assert check["lhs_spec"] == [None, None, "data"] and check["rhs_spec"] == ["model"]
+    assert check["lhs_shards"] == check["mesh"]["data"]
     assert check["max_rel_error"] <= 1e-12, check
 
 

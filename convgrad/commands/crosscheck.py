@@ -110,13 +110,13 @@ def _run_sharding(device: Any) -> list[dict[str, Any]]:
     if len(devices) < 2:
         return []
     dtype = "float64" if device.platform == "cpu" else "float32"
-    meshes = [(len(devices),)]
-    if len(devices) % 2 == 0:
-        meshes.append((len(devices) // 2, 2))
-    checks = [crosscheck.sharding_check(devices, mesh, dtype) for mesh in meshes]
+    meshes = [((len(devices),), False)]
+    if len(devices) % 2 == 0:  # batch, then rows, over "data"; out features over "model"
+        meshes += [((len(devices) // 2, 2), False), ((len(devices) // 2, 2), True)]
+    checks = [crosscheck.sharding_check(devices, mesh, dtype, rows=rows) for mesh, rows in meshes]
     for check in checks:
-        print(f"sharded over {check['mesh']} ({check['dtype']}): max rel error "
-              f"{check['max_rel_error']:.3e}  {'ok' if check['ok'] else 'MISMATCH'}")
+        print(f"sharded over {check['mesh']}, lhs {check['lhs_spec']} ({check['dtype']}): max "
+              f"rel error {check['max_rel_error']:.3e}  {'ok' if check['ok'] else 'MISMATCH'}")
     return checks
 
 
