@@ -76,7 +76,7 @@ def _whole_axes_lowering(ctx: mlir.LoweringRuleContext, array: Any, *, axes: tup
     axes closed and replicated, the others open, as ``jax.lax.with_sharding_constraint`` writes
     ``PartitionSpec.UNCONSTRAINED``. It is built with JAX's own lowering helpers, which no public
     API exposes; they are only reached with the jaxlib releases above, whose code no longer
-    changes."""
+    changes (and by ``tests/test_sharded_spatial.py``, which forces them on with newer ones)."""
     if getattr(ctx.module_context.axis_context, "num_devices", 1) <= 1:
         return [array]
     from jax._src import config as jax_config
