@@ -47,6 +47,10 @@ CASES = [
      P(None, None, None, "data")),
     ("groups 2, rows over data", (4, 2), (8, 4, 16, 16), (6, 2, 3, 3),
      {"padding": "SAME", "feature_group_count": 2}, P(None, None, "data")),
+    ("depthwise, rows over data", (4, 2), (8, 4, 16, 16), (4, 1, 3, 3),
+     {"padding": "SAME", "feature_group_count": 4}, P(None, None, "data")),
+    ("rows over data, input features over model", (4, 2), (8, 4, 16, 16), (6, 4, 3, 3), SAME,
+     P(None, "model", "data")),
     ("NHWC, rows over data", (4, 2), (8, 16, 16, 4), (3, 3, 4, 6), NHWC, P(None, "data")),
     ("1-D k5, over data", (4, 2), (8, 4, 32), (6, 4, 5), SAME, P(None, None, "data")),
     ("3-D, depth over data", (2, 4), (4, 4, 8, 6, 6), (6, 4, 3, 3, 3), SAME, P(None, None, "data")),
@@ -164,13 +168,15 @@ def measured(request):
 
 CASES = ["rows over data, 4 x 2", "rows over data, 2 x 4", "rows over model, 4 x 2",
          "columns over data, stride 2, rhs dilation 2", "groups 2, rows over data",
+         "depthwise, rows over data", "rows over data, input features over model",
          "NHWC, rows over data", "1-D k5, over data", "3-D, depth over data",
          "batch over data, rows over model"]
 
 
 def test_both_ops_match_lax_on_one_device_where_spatial_axes_are_sharded(measured):
     """Both ops' jit(grad), lhs and rhs, with rows, columns, 1-D or 3-D axes sharded over one axis
-    of a 4 x 2 or 2 x 4 mesh (dense, strided and dilated, grouped, channels last); the primitive
+    of a 4 x 2 or 2 x 4 mesh (dense, strided and dilated, grouped, depthwise, channels last, the
+    input features sharded over the other axis); the primitive
     also eagerly, both under vmap and under a mesh with explicit axes (with lax's result types),
     and, on jaxlib releases that do not need it, with the constraint forced on."""
     results, _ = measured
