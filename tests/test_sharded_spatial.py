@@ -97,9 +97,10 @@ def measure(suffix=""):
 
 
 measure()
-# Eagerly: the primitive's transposes run op by op on operands spread over the devices.
-results["rows over data, 4 x 2: primitive eager"] = error(
-    case_grad(primitive.conv_general_dilated, CASES[0])(*sharded[0]), references[0])
+# Eagerly: both ops' backward passes run op by op on operands spread over the devices.
+for op_name in ("op", "primitive"):
+    results[f"rows over data, 4 x 2: {op_name} eager"] = error(
+        case_grad(OPS[op_name], CASES[0])(*sharded[0]), references[0])
 # vmap of jit(grad): the constraint's batching rule (a mapped axis left to the partitioner).
 stacked_lhs = jnp.stack([operands[0][0], 2 * operands[0][0]])
 vmap_reference = jax.vmap(case_grad(lax.conv_general_dilated, CASES[0]), (0, None))(
@@ -176,12 +177,13 @@ CASES = ["rows over data, 4 x 2", "rows over data, 2 x 4", "rows over model, 4 x
 def test_both_ops_match_lax_on_one_device_where_spatial_axes_are_sharded(measured):
     """Both ops' jit(grad), lhs and rhs, with rows, columns, 1-D or 3-D axes sharded over one axis
     of a 4 x 2 or 2 x 4 mesh (dense, strided and dilated, grouped, depthwise, channels last, the
-    input features sharded over the other axis); the primitive
-    also eagerly, both under vmap and under a mesh with explicit axes (with lax's result types),
-    and, on jaxlib releases that do not need it, with the constraint forced on."""
+    input features sharded over the other axis); both also eagerly, under vmap and under a mesh
+    with explicit axes (with lax's result types), and, on jaxlib releases that do not need it,
+    with the constraint forced on."""
     results, _ = measured
     expected = {f"{case}: {op}" for case in CASES for op in ("lax", "op", "primitive")}
-    expected |= {"rows over data, 4 x 2: primitive eager", "vmapped, rows over data: op",
+    expected |= {"rows over data, 4 x 2: op eager", "rows over data, 4 x 2: primitive eager",
+                 "vmapped, rows over data: op",
                  "vmapped, rows over data: primitive"}
     expected |= {f"explicit axes, rows over data: {op}" for op in ("lax", "op", "primitive")}
     if _formulations._JAXLIB_VERSION >= _partitioner.FIXED_PARTITIONER_JAXLIB:
