@@ -5,8 +5,8 @@ Three checks, used by ``convgrad crosscheck``:
 * ``run_grid``: a grid of configurations on one device in every dtype, comparing the op's output
   and both gradients with ``jax.vjp`` of native ``jax.lax.conv_general_dilated`` on the same device
   and precision (like with like), and with a float64 CPU reference;
-* ``sharding_check``: jit(grad) with the batch (and optionally output features) sharded over a
-  device mesh against unsharded native autodiff;
+* ``sharding_check``: jit(grad) with the batch or the rows (and optionally output features)
+  sharded over a device mesh against unsharded native autodiff;
 * ``lowering_check``: ``jax.export`` of jit(grad) for platforms that need not be present, and a
   walk of the lowered StableHLO proving that the filter is spatially reversed and fed to a
   convolution (the rotated-filter rule), and, off CPU, that the program's convolutions are exactly
