@@ -129,29 +129,27 @@ if _partitioner.FIXED_PARTITIONER_JAXLIB <= _formulations._JAXLIB_VERSION:
 print(json.dumps(results))
 
 
-def compiled(case, operands, fixed):
-    # The optimised HLO of the op's jit(grad), with the workaround's jaxlib gate at ``fixed``.
+def program(case, operands, fixed, optimised):
+    # The op's jit(grad) as StableHLO, or optimised HLO, with the workaround's jaxlib gate at
+    # ``fixed``.
     jax.clear_caches()
     with mock.patch.object(_partitioner, "FIXED_PARTITIONER_JAXLIB", fixed):
-        return jax.jit(case_grad(impl.conv_general_dilated, case)).lower(*operands).compile().as_text()
+        lowered = jax.jit(case_grad(impl.conv_general_dilated, case)).lower(*operands)
+        return lowered.compile().as_text() if optimised else lowered.as_text()
 
 
-def lowered(case, operands, fixed):
-    jax.clear_caches()
-    with mock.patch.object(_partitioner, "FIXED_PARTITIONER_JAXLIB", fixed):
-        return jax.jit(case_grad(impl.conv_general_dilated, case)).lower(*operands).as_text()
+def gathers(operands):
+    return {gate: program(CASES[0], operands, fixed, True).count("all-gather")
+            for gate, fixed in (("never", (0,)), ("always", (99,)))}
 
 
 data_parallel = jax.device_put(operands[0][0], NamedSharding(mesh_of((4, 2)), P("data")))
 programs = {
-    "one device": {gate: lowered(CASES[0], operands[0], fixed)
-                   for gate, fixed in (("never", (0,)), ("always", (99,)))},
-    "batch over data": {gate: compiled(CASES[0], (data_parallel, operands[0][1]), fixed).count(
-        "all-gather") for gate, fixed in (("never", (0,)), ("always", (99,)))},
-    "rows over data": {gate: compiled(CASES[0], sharded[0], fixed).count("all-gather")
-                       for gate, fixed in (("never", (0,)), ("always", (99,)))},
+    "one device": program(CASES[0], operands[0], (0,), False)
+    == program(CASES[0], operands[0], (99,), False),
+    "batch over data": gathers((data_parallel, operands[0][1])),
+    "rows over data": gathers(sharded[0]),
 }
-programs["one device"] = programs["one device"]["never"] == programs["one device"]["always"]
 print(json.dumps(programs))
 """
 
